@@ -1,0 +1,241 @@
+// Package storage owns Hearth's SQLite database: opening it with the right
+// pragmas, versioned migrations, and the single group-committing writer.
+//
+// Every component keeps its tables and queries in its own file here; the
+// rest of the node never sees SQL. The VFS is chosen by the caller (the
+// browser supplies its own), so this package has no platform code and must
+// not import any other hearth package.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+
+	_ "github.com/ncruces/go-sqlite3/driver" // registers "sqlite3"
+)
+
+// Options say where the database lives and how it may be shared.
+type Options struct {
+	// Path is the database file name as the VFS understands it.
+	Path string
+	// VFS names a registered SQLite VFS; empty means the OS file system.
+	VFS string
+	// Exclusive runs one connection with locking_mode=EXCLUSIVE, for VFSes
+	// without shared memory (the browser). Readers then share the writer.
+	Exclusive bool
+	// Readers is the number of read connections (default 4).
+	Readers int
+}
+
+// DB is the node's database: one writer that group-commits, many readers.
+type DB struct {
+	w, r   *sql.DB
+	writes chan *writeReq
+	done   chan struct{}
+	once   sync.Once
+}
+
+type writeReq struct {
+	ctx context.Context
+	fn  func(*sql.Tx) error
+	err chan error
+}
+
+// maxBatch bounds how many writes share one commit.
+const maxBatch = 256
+
+// Open opens (creating if needed) the database and starts its writer.
+func Open(opts Options) (*DB, error) {
+	q := url.Values{}
+	if opts.VFS != "" {
+		q.Set("vfs", opts.VFS)
+	}
+	pragmas := []string{"busy_timeout(10000)"}
+	if opts.Exclusive {
+		pragmas = append(pragmas, "locking_mode(exclusive)")
+	}
+	// WAL with synchronous=NORMAL survives a killed process; a power cut
+	// may drop the last commits, never corrupt the file.
+	pragmas = append(pragmas, "journal_mode(wal)", "synchronous(normal)",
+		"foreign_keys(off)", "temp_store(memory)", "cache_size(-8000)")
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + (&url.URL{Path: opts.Path}).EscapedPath() + "?" + q.Encode()
+
+	w, err := sql.Open("sqlite3", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)
+	}
+	db := &DB{w: w, r: w, writes: make(chan *writeReq, maxBatch), done: make(chan struct{})}
+	if !opts.Exclusive {
+		n := opts.Readers
+		if n <= 0 {
+			n = 4
+		}
+		r, err := sql.Open("sqlite3", dsn+"&_pragma=query_only(1)")
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("storage: open readers %s: %w", opts.Path, err)
+		}
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		r.SetConnMaxLifetime(0)
+		db.r = r
+	}
+	go db.writer()
+	return db, nil
+}
+
+// Close stops the writer and closes every connection.
+func (db *DB) Close() error {
+	var err error
+	db.once.Do(func() {
+		close(db.done)
+		if db.r != db.w {
+			err = db.r.Close()
+		}
+		if e := db.w.Close(); e != nil {
+			err = e
+		}
+	})
+	return err
+}
+
+// R is the pool to read from. Never use it inside a Write function: use
+// the transaction given there.
+func (db *DB) R() *sql.DB { return db.r }
+
+// ErrClosed is returned by writes to a closed database.
+var ErrClosed = errors.New("storage: database closed")
+
+// Write runs fn in a write transaction and returns once it is committed
+// (or fn failed, in which case none of fn's writes persist). Concurrent
+// writes share one commit: each runs under its own savepoint, so one
+// failing write does not undo its neighbours.
+func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) error {
+	req := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
+	select {
+	case db.writes <- req:
+	case <-db.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.err:
+		return err
+	case <-db.done:
+		return ErrClosed
+	}
+}
+
+func (db *DB) writer() {
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		select {
+		case <-db.done:
+			return
+		case req := <-db.writes:
+			batch = append(batch[:0], req)
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-db.writes:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		db.commit(batch)
+	}
+}
+
+// commit runs one batch of writes in a single transaction.
+func (db *DB) commit(batch []*writeReq) {
+	ctx := context.Background()
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		for _, req := range batch {
+			req.err <- fmt.Errorf("storage: begin: %w", err)
+		}
+		return
+	}
+	errs := make([]error, len(batch))
+	for i, req := range batch {
+		if err := req.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if len(batch) == 1 {
+			errs[i] = req.fn(tx)
+			continue
+		}
+		if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+			errs[i] = fmt.Errorf("storage: savepoint: %w", err)
+			continue
+		}
+		if errs[i] = req.fn(tx); errs[i] != nil {
+			if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+				errs[i] = errors.Join(errs[i], err)
+			}
+		}
+		if _, err := tx.Exec("RELEASE w"); err != nil {
+			errs[i] = errors.Join(errs[i], err)
+		}
+	}
+	if len(batch) == 1 && errs[0] != nil {
+		tx.Rollback()
+		batch[0].err <- errs[0]
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		for _, req := range batch {
+			req.err <- fmt.Errorf("storage: commit: %w", err)
+		}
+		return
+	}
+	for i, req := range batch {
+		req.err <- errs[i]
+	}
+}
+
+// Migrate brings one component's tables up to date. steps[i] takes the
+// component from version i to i+1; applied steps are never edited, only
+// appended to.
+func (db *DB) Migrate(component string, steps []string) error {
+	return db.Write(context.Background(), func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (
+			component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+			return fmt.Errorf("storage: migrate %s: %w", component, err)
+		}
+		var v int
+		err := tx.QueryRow(`SELECT version FROM schema_versions WHERE component = ?`, component).Scan(&v)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("storage: migrate %s: %w", component, err)
+		}
+		if v > len(steps) {
+			return fmt.Errorf("storage: %s schema version %d is newer than this binary (%d)", component, v, len(steps))
+		}
+		for ; v < len(steps); v++ {
+			if _, err := tx.Exec(steps[v]); err != nil {
+				return fmt.Errorf("storage: migrate %s to %d: %w", component, v+1, err)
+			}
+		}
+		_, err = tx.Exec(`INSERT INTO schema_versions (component, version) VALUES (?, ?)
+			ON CONFLICT (component) DO UPDATE SET version = excluded.version`, component, v)
+		return err
+	})
+}

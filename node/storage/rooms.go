@@ -1,0 +1,420 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The roomserver's tables. String IDs map to numeric IDs (NIDs) that never
+// leave the node; 0 means "none". The state at every event is a snapshot: a
+// list of up to 64 state blocks, each a sorted run of (type NID, state key
+// NID, event NID) entries, shared between snapshots.
+var roomsMigrations = []string{
+	`CREATE TABLE event_types (
+		type_nid INTEGER PRIMARY KEY,
+		type TEXT NOT NULL UNIQUE
+	);
+	INSERT INTO event_types (type_nid, type) VALUES
+		(1, 'm.room.create'), (2, 'm.room.power_levels'), (3, 'm.room.join_rules'),
+		(4, 'm.room.third_party_invite'), (5, 'm.room.member'), (6, 'm.room.redaction'),
+		(7, 'm.room.history_visibility'), (8, 'm.room.name'), (9, 'm.room.topic'),
+		(10, 'm.room.canonical_alias'), (11, 'm.room.guest_access'), (12, 'm.room.avatar'),
+		(13, 'm.room.encryption'), (14, 'm.room.server_acl'), (15, 'm.room.message');
+	CREATE TABLE state_keys (
+		key_nid INTEGER PRIMARY KEY,
+		state_key TEXT NOT NULL UNIQUE
+	);
+	INSERT INTO state_keys (key_nid, state_key) VALUES (1, '');
+	CREATE TABLE rooms (
+		room_nid INTEGER PRIMARY KEY,
+		room_id TEXT NOT NULL UNIQUE,
+		version TEXT NOT NULL,
+		-- the current (resolved) state
+		snapshot_nid INTEGER NOT NULL DEFAULT 0,
+		-- forward extremities: event NIDs, packed
+		extremities BLOB NOT NULL DEFAULT x'',
+		depth INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE events (
+		event_nid INTEGER PRIMARY KEY,
+		room_nid INTEGER NOT NULL,
+		event_id TEXT NOT NULL UNIQUE,
+		type_nid INTEGER NOT NULL,
+		key_nid INTEGER NOT NULL,          -- 0: not a state event
+		depth INTEGER NOT NULL,
+		snapshot_nid INTEGER NOT NULL,     -- state before the event; 0: outlier
+		rejected INTEGER NOT NULL DEFAULT 0,
+		stream_pos INTEGER NOT NULL DEFAULT 0, -- 0: not in the stream
+		redacted INTEGER NOT NULL DEFAULT 0,
+		json BLOB NOT NULL
+	);
+	CREATE INDEX events_room_depth ON events (room_nid, depth);
+	CREATE TABLE state_blocks (
+		block_nid INTEGER PRIMARY KEY,
+		entries BLOB NOT NULL
+	);
+	CREATE TABLE state_snapshots (
+		snapshot_nid INTEGER PRIMARY KEY,
+		room_nid INTEGER NOT NULL,
+		blocks BLOB NOT NULL
+	);
+	-- the output stream: one row per event that entered the room's timeline
+	CREATE TABLE stream (
+		pos INTEGER PRIMARY KEY AUTOINCREMENT,
+		room_nid INTEGER NOT NULL,
+		event_nid INTEGER NOT NULL,
+		adds BLOB NOT NULL,
+		removes BLOB NOT NULL
+	);
+	CREATE INDEX stream_room ON stream (room_nid, pos);
+	-- current state, one row per (room, type, state key): what /sync and
+	-- the client API read without decoding snapshots
+	CREATE TABLE current_state (
+		room_nid INTEGER NOT NULL,
+		type_nid INTEGER NOT NULL,
+		key_nid INTEGER NOT NULL,
+		event_nid INTEGER NOT NULL,
+		PRIMARY KEY (room_nid, type_nid, key_nid)
+	) WITHOUT ROWID;
+	-- current membership, with the stream position it last changed at
+	CREATE TABLE memberships (
+		user_id TEXT NOT NULL,
+		room_nid INTEGER NOT NULL,
+		membership TEXT NOT NULL,
+		event_nid INTEGER NOT NULL,
+		pos INTEGER NOT NULL,
+		PRIMARY KEY (user_id, room_nid)
+	) WITHOUT ROWID;
+	CREATE INDEX memberships_room ON memberships (room_nid, membership);
+	-- idempotent client sends: (device, room, txn) → event
+	CREATE TABLE transactions (
+		device TEXT NOT NULL,
+		room_nid INTEGER NOT NULL,
+		txn_id TEXT NOT NULL,
+		event_nid INTEGER NOT NULL,
+		PRIMARY KEY (device, room_nid, txn_id)
+	) WITHOUT ROWID;
+	-- the durable input log for events from other servers
+	CREATE TABLE input_log (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		room_id TEXT NOT NULL,
+		origin TEXT NOT NULL,
+		version TEXT NOT NULL,
+		json BLOB NOT NULL
+	);`,
+}
+
+// MigrateRooms creates or updates the roomserver's tables.
+func (db *DB) MigrateRooms() error { return db.Migrate("rooms", roomsMigrations) }
+
+// ErrNotFound is returned when a row looked up does not exist.
+var ErrNotFound = errors.New("storage: not found")
+
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// PackNIDs encodes NIDs as varints: compact, and a BLOB needs no parsing
+// beyond this.
+func PackNIDs(nids []int64) []byte {
+	b := make([]byte, 0, len(nids)*3)
+	for _, n := range nids {
+		b = binary.AppendVarint(b, n)
+	}
+	return b
+}
+
+// UnpackNIDs decodes PackNIDs.
+func UnpackNIDs(b []byte) ([]int64, error) {
+	var out []int64
+	for len(b) > 0 {
+		n, k := binary.Varint(b)
+		if k <= 0 {
+			return nil, errors.New("storage: corrupt NID list")
+		}
+		out = append(out, n)
+		b = b[k:]
+	}
+	return out, nil
+}
+
+// NIDs assigns numeric IDs to strings in one of the two ID tables.
+func nidFor(tx *sql.Tx, table, idCol, valCol, val string) (int64, error) {
+	var nid int64
+	err := tx.QueryRow(`SELECT `+idCol+` FROM `+table+` WHERE `+valCol+` = ?`, val).Scan(&nid)
+	if err == nil {
+		return nid, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	err = tx.QueryRow(`INSERT INTO `+table+` (`+valCol+`) VALUES (?) RETURNING `+idCol, val).Scan(&nid)
+	return nid, err
+}
+
+// TypeNID returns the NID of an event type, assigning one if new.
+func TypeNID(tx *sql.Tx, eventType string) (int64, error) {
+	return nidFor(tx, "event_types", "type_nid", "type", eventType)
+}
+
+// KeyNID returns the NID of a state key, assigning one if new.
+func KeyNID(tx *sql.Tx, stateKey string) (int64, error) {
+	return nidFor(tx, "state_keys", "key_nid", "state_key", stateKey)
+}
+
+// Room is a room's row.
+type Room struct {
+	NID         int64
+	ID          string
+	Version     string
+	SnapshotNID int64
+	Extremities []int64
+	Depth       int64
+}
+
+// RoomByID loads a room, or ErrNotFound.
+func (db *DB) RoomByID(ctx context.Context, roomID string) (*Room, error) {
+	r := &Room{ID: roomID}
+	var ext []byte
+	err := db.r.QueryRowContext(ctx, `SELECT room_nid, version, snapshot_nid, extremities, depth FROM rooms WHERE room_id = ?`, roomID).
+		Scan(&r.NID, &r.Version, &r.SnapshotNID, &ext, &r.Depth)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	if r.Extremities, err = UnpackNIDs(ext); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// RoomIDs maps room NIDs to room IDs.
+func (db *DB) RoomIDOf(ctx context.Context, roomNID int64) (string, error) {
+	var id string
+	err := db.r.QueryRowContext(ctx, `SELECT room_id FROM rooms WHERE room_nid = ?`, roomNID).Scan(&id)
+	return id, notFound(err)
+}
+
+// InsertRoom adds a room and returns its NID.
+func InsertRoom(tx *sql.Tx, roomID, version string) (int64, error) {
+	var nid int64
+	err := tx.QueryRow(`INSERT INTO rooms (room_id, version) VALUES (?, ?) RETURNING room_nid`, roomID, version).Scan(&nid)
+	if err != nil {
+		return 0, fmt.Errorf("insert room %s: %w", roomID, err)
+	}
+	return nid, nil
+}
+
+// UpdateRoom records a room's current state, extremities and depth.
+func UpdateRoom(tx *sql.Tx, r *Room) error {
+	_, err := tx.Exec(`UPDATE rooms SET snapshot_nid = ?, extremities = ?, depth = ? WHERE room_nid = ?`,
+		r.SnapshotNID, PackNIDs(r.Extremities), r.Depth, r.NID)
+	return err
+}
+
+// Event is an event's row.
+type Event struct {
+	NID         int64
+	RoomNID     int64
+	ID          string
+	TypeNID     int64
+	KeyNID      int64
+	Depth       int64
+	SnapshotNID int64
+	Rejected    bool
+	StreamPos   int64
+	Redacted    bool
+	JSON        []byte
+}
+
+const eventCols = `event_nid, room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted, json`
+
+type scanner interface{ Scan(...any) error }
+
+func scanEvent(s scanner) (*Event, error) {
+	e := &Event{}
+	err := s.Scan(&e.NID, &e.RoomNID, &e.ID, &e.TypeNID, &e.KeyNID, &e.Depth, &e.SnapshotNID, &e.Rejected, &e.StreamPos, &e.Redacted, &e.JSON)
+	return e, notFound(err)
+}
+
+// InsertEvent stores an event and returns its NID.
+func InsertEvent(tx *sql.Tx, e *Event) (int64, error) {
+	err := tx.QueryRow(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
+		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.JSON).Scan(&e.NID)
+	if err != nil {
+		return 0, fmt.Errorf("insert event %s: %w", e.ID, err)
+	}
+	return e.NID, nil
+}
+
+// SetStreamPos records where an event entered the stream.
+func SetStreamPos(tx *sql.Tx, eventNID, pos int64) error {
+	_, err := tx.Exec(`UPDATE events SET stream_pos = ? WHERE event_nid = ?`, pos, eventNID)
+	return err
+}
+
+// RedactEvent replaces an event's JSON with its redacted form.
+func RedactEvent(tx *sql.Tx, eventNID int64, redactedJSON []byte) error {
+	_, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1 WHERE event_nid = ?`, redactedJSON, eventNID)
+	return err
+}
+
+// EventByID loads an event by ID, or ErrNotFound.
+func (db *DB) EventByID(ctx context.Context, eventID string) (*Event, error) {
+	return scanEvent(db.r.QueryRowContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
+}
+
+// EventByIDTx is EventByID inside a write.
+func EventByIDTx(tx *sql.Tx, eventID string) (*Event, error) {
+	return scanEvent(tx.QueryRow(`SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
+}
+
+// EventsByNID loads events by NID, in no particular order; missing NIDs
+// are skipped.
+func (db *DB) EventsByNID(ctx context.Context, nids []int64) ([]*Event, error) {
+	return eventsByNID(ctx, db.r, nids)
+}
+
+// EventsByNIDTx is EventsByNID inside a write.
+func EventsByNIDTx(tx *sql.Tx, nids []int64) ([]*Event, error) {
+	return eventsByNID(context.Background(), tx, nids)
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func eventsByNID(ctx context.Context, q querier, nids []int64) ([]*Event, error) {
+	if len(nids) == 0 {
+		return nil, nil
+	}
+	// json_each over a packed list keeps this one statement for any count.
+	rows, err := q.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]*Event, 0, len(nids))
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func jsonInts(nids []int64) string {
+	b := make([]byte, 0, len(nids)*6+2)
+	b = append(b, '[')
+	for i, n := range nids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%d", n)
+	}
+	return string(append(b, ']'))
+}
+
+// StateEntry is one (type, state key) → event mapping.
+type StateEntry struct {
+	TypeNID, KeyNID, EventNID int64
+}
+
+// InsertStateBlock stores a block of entries and returns its NID.
+func InsertStateBlock(tx *sql.Tx, entries []StateEntry) (int64, error) {
+	nids := make([]int64, 0, len(entries)*3)
+	for _, e := range entries {
+		nids = append(nids, e.TypeNID, e.KeyNID, e.EventNID)
+	}
+	var nid int64
+	err := tx.QueryRow(`INSERT INTO state_blocks (entries) VALUES (?) RETURNING block_nid`, PackNIDs(nids)).Scan(&nid)
+	return nid, err
+}
+
+// InsertSnapshot stores a snapshot (a list of block NIDs) for a room.
+func InsertSnapshot(tx *sql.Tx, roomNID int64, blocks []int64) (int64, error) {
+	var nid int64
+	err := tx.QueryRow(`INSERT INTO state_snapshots (room_nid, blocks) VALUES (?, ?) RETURNING snapshot_nid`, roomNID, PackNIDs(blocks)).Scan(&nid)
+	return nid, err
+}
+
+// SnapshotBlocks returns the block NIDs of a snapshot.
+func (db *DB) SnapshotBlocks(ctx context.Context, snapshotNID int64) ([]int64, error) {
+	var b []byte
+	if err := db.r.QueryRowContext(ctx, `SELECT blocks FROM state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&b); err != nil {
+		return nil, notFound(err)
+	}
+	return UnpackNIDs(b)
+}
+
+// StateBlock returns the entries of a block.
+func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, error) {
+	var b []byte
+	if err := db.r.QueryRowContext(ctx, `SELECT entries FROM state_blocks WHERE block_nid = ?`, blockNID).Scan(&b); err != nil {
+		return nil, notFound(err)
+	}
+	nids, err := UnpackNIDs(b)
+	if err != nil || len(nids)%3 != 0 {
+		return nil, fmt.Errorf("storage: corrupt state block %d", blockNID)
+	}
+	out := make([]StateEntry, len(nids)/3)
+	for i := range out {
+		out[i] = StateEntry{nids[3*i], nids[3*i+1], nids[3*i+2]}
+	}
+	return out, nil
+}
+
+// AppendStream adds an event to the output stream and returns its position.
+func AppendStream(tx *sql.Tx, roomNID, eventNID int64, adds, removes []int64) (int64, error) {
+	var pos int64
+	err := tx.QueryRow(`INSERT INTO stream (room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?) RETURNING pos`,
+		roomNID, eventNID, PackNIDs(adds), PackNIDs(removes)).Scan(&pos)
+	return pos, err
+}
+
+// SetCurrentState applies a state delta to a room's current state.
+func SetCurrentState(tx *sql.Tx, roomNID int64, set []StateEntry, del []StateEntry) error {
+	for _, e := range del {
+		if _, err := tx.Exec(`DELETE FROM current_state WHERE room_nid = ? AND type_nid = ? AND key_nid = ?`, roomNID, e.TypeNID, e.KeyNID); err != nil {
+			return err
+		}
+	}
+	for _, e := range set {
+		if _, err := tx.Exec(`INSERT INTO current_state (room_nid, type_nid, key_nid, event_nid) VALUES (?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET event_nid = excluded.event_nid`, roomNID, e.TypeNID, e.KeyNID, e.EventNID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetMembership records a user's current membership of a room.
+func SetMembership(tx *sql.Tx, userID string, roomNID int64, membership string, eventNID, pos int64) error {
+	_, err := tx.Exec(`INSERT INTO memberships (user_id, room_nid, membership, event_nid, pos) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid, pos = excluded.pos`,
+		userID, roomNID, membership, eventNID, pos)
+	return err
+}
+
+// TxnEvent returns the event a client transaction produced, or ErrNotFound.
+func TxnEvent(tx *sql.Tx, device string, roomNID int64, txnID string) (string, error) {
+	var id string
+	err := tx.QueryRow(`SELECT e.event_id FROM transactions t JOIN events e ON e.event_nid = t.event_nid
+		WHERE t.device = ? AND t.room_nid = ? AND t.txn_id = ?`, device, roomNID, txnID).Scan(&id)
+	return id, notFound(err)
+}
+
+// InsertTxn records the event a client transaction produced.
+func InsertTxn(tx *sql.Tx, device string, roomNID int64, txnID string, eventNID int64) error {
+	_, err := tx.Exec(`INSERT INTO transactions (device, room_nid, txn_id, event_nid) VALUES (?, ?, ?, ?)`, device, roomNID, txnID, eventNID)
+	return err
+}
