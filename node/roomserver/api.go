@@ -61,7 +61,7 @@ const MaxEventSize = 65536
 var (
 	ErrRoomNotFound  = errors.New("roomserver: room not found")
 	ErrEventNotFound = errors.New("roomserver: event not found")
-	ErrTooLarge      = errors.New("roomserver: event exceeds 65536 bytes")
+	ErrTooLarge      = errors.New("roomserver: event, type or state key too large")
 )
 
 // ForbiddenError is an event refused by the auth rules.

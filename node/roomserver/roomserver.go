@@ -2,10 +2,16 @@ package roomserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"hearth/node/storage"
 )
@@ -14,67 +20,201 @@ import (
 type Roomserver struct {
 	db  *storage.DB
 	cfg Config
+
+	mu     sync.Mutex
+	rooms  map[string]*room
+	closed bool
+	wg     sync.WaitGroup
+
+	nids nidCache
 }
 
 // New opens the roomserver on db, migrating its tables.
 func New(db *storage.DB, cfg Config) (*Roomserver, error) {
 	if err := db.MigrateRooms(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("roomserver: %w", err)
 	}
-	return &Roomserver{db: db, cfg: cfg}, nil
+	if cfg.DefaultRoomVersion == "" {
+		cfg.DefaultRoomVersion = gomatrixserverlib.RoomVersionV12
+	}
+	if cfg.OnOutput == nil {
+		cfg.OnOutput = func([]Output) {}
+	}
+	return &Roomserver{db: db, cfg: cfg, rooms: map[string]*room{}, nids: newNIDCache()}, nil
 }
 
-// Close stops the room workers.
-func (rs *Roomserver) Close() {}
+// Close stops the room workers once their queued requests are done.
+func (rs *Roomserver) Close() {
+	rs.mu.Lock()
+	if rs.closed {
+		rs.mu.Unlock()
+		return
+	}
+	rs.closed = true
+	for _, r := range rs.rooms {
+		close(r.queue)
+	}
+	rs.mu.Unlock()
+	rs.wg.Wait()
+}
 
-var errTODO = errors.New("roomserver: not implemented yet")
+var errClosed = errors.New("roomserver: closed")
+
+// worker returns the worker of a room, starting it if needed. Unknown
+// rooms get ErrRoomNotFound without a worker being started.
+func (rs *Roomserver) worker(ctx context.Context, roomID string) (*room, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed {
+		return nil, errClosed
+	}
+	if r := rs.rooms[roomID]; r != nil {
+		return r, nil
+	}
+	row, err := rs.db.RoomByID(ctx, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, ErrRoomNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("roomserver: room %s: %w", roomID, err)
+	}
+	r := rs.startRoom(row)
+	return r, nil
+}
+
+func (rs *Roomserver) startRoom(row *storage.Room) *room {
+	r := &room{rs: rs, row: *row, queue: make(chan *request, 64), pending: pendingNIDs{}}
+	rs.rooms[row.ID] = r
+	rs.wg.Add(1)
+	go r.run()
+	return r
+}
 
 // CreateRoom creates a room of the given version (DefaultRoomVersion if
-// empty): the create event with createContent (the creator is filled in
-// where the version needs it), then evs in order, atomically.
+// empty): the create event with createContent (room_version, and the
+// creator where the version needs it, are filled in), then evs in order,
+// atomically.
 func (rs *Roomserver) CreateRoom(ctx context.Context, version gomatrixserverlib.RoomVersion, creator string, createContent json.RawMessage, evs []NewEvent) (string, error) {
-	return "", errTODO
+	if version == "" {
+		version = rs.cfg.DefaultRoomVersion
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	if err != nil || !slices_contains(SupportedVersions, version) {
+		return "", &UnsupportedVersionError{Version: string(version)}
+	}
+	content := map[string]json.RawMessage{}
+	if len(createContent) > 0 {
+		if err := json.Unmarshal(createContent, &content); err != nil {
+			return "", &BadEventError{Reason: "creation content is not a JSON object"}
+		}
+	}
+	content["room_version"], _ = json.Marshal(version)
+	if version == gomatrixserverlib.RoomVersionV10 {
+		content["creator"], _ = json.Marshal(creator)
+	}
+	cc, _ := json.Marshal(content)
+
+	roomID := ""
+	if !verImpl.DomainlessRoomIDs() {
+		var b [9]byte
+		rand.Read(b[:])
+		roomID = "!" + hex.EncodeToString(b[:]) + ":" + string(rs.cfg.ServerName)
+	}
+	empty := ""
+	create := NewEvent{Sender: creator, Type: spec.MRoomCreate, StateKey: &empty, Content: cc}
+
+	r := &room{rs: rs, row: storage.Room{ID: roomID, Version: string(version)}, queue: make(chan *request, 64), pending: pendingNIDs{}}
+	r.ver = verImpl
+	r.st = roomState{state: map[tuple]*entry{}}
+	var outs []Output
+	err = rs.db.Write(ctx, func(tx *storage.Tx) error {
+		outs = nil
+		ev, err := r.build(create)
+		if err != nil {
+			return err
+		}
+		r.row.ID = ev.RoomID().String()
+		if r.row.NID, err = storage.InsertRoom(tx, r.row.ID, string(version)); err != nil {
+			return err
+		}
+		if r.st.snapshot, err = storage.InsertSnapshot(tx, r.row.NID, r.st.blocks[:]); err != nil {
+			return err
+		}
+		out, err := r.store(tx, ev)
+		if err != nil {
+			return err
+		}
+		outs = append(outs, out)
+		for _, ne := range evs {
+			o, _, err := r.send(tx, ne)
+			if err != nil {
+				return err
+			}
+			outs = append(outs, o)
+		}
+		return storage.UpdateRoom(tx, &r.row)
+	})
+	if err != nil {
+		return "", err
+	}
+	rs.nids.commit(r.pending)
+	r.loaded = true
+	rs.mu.Lock()
+	if rs.closed {
+		rs.mu.Unlock()
+		return "", errClosed
+	}
+	rs.rooms[r.row.ID] = r
+	rs.wg.Add(1)
+	go r.run()
+	rs.mu.Unlock()
+	rs.cfg.OnOutput(outs)
+	return r.row.ID, nil
+}
+
+func slices_contains(vs []gomatrixserverlib.RoomVersion, v gomatrixserverlib.RoomVersion) bool {
+	for _, x := range vs {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 // Send builds, authorises and stores events in a room, in order and
 // atomically, returning their IDs once committed.
 func (rs *Roomserver) Send(ctx context.Context, roomID string, evs ...NewEvent) ([]string, error) {
-	return nil, errTODO
+	r, err := rs.worker(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	req := &request{ctx: ctx, local: evs, done: make(chan result, 1)}
+	if err := r.enqueue(ctx, req); err != nil {
+		return nil, err
+	}
+	select {
+	case res := <-req.done:
+		return res.ids, res.err
+	case <-ctx.Done():
+		// The request may still commit; the caller's retry with the same
+		// transaction ID finds it.
+		return nil, ctx.Err()
+	}
 }
 
-// RoomVersion returns a room's version, or ErrRoomNotFound.
-func (rs *Roomserver) RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error) {
-	return "", errTODO
+func (rs *Roomserver) parse(version, eventID string, js []byte, redacted bool) (gomatrixserverlib.PDU, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
+	if err != nil {
+		return nil, err
+	}
+	return verImpl.NewEventFromTrustedJSONWithEventID(eventID, js, redacted)
 }
 
-// CurrentState returns a room's current state events.
-func (rs *Roomserver) CurrentState(ctx context.Context, roomID string) ([]gomatrixserverlib.PDU, error) {
-	return nil, errTODO
+// userIDForSender maps sender IDs to user IDs: they are the same in every
+// room version Hearth runs (no pseudo-IDs).
+func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(s), true)
 }
 
-// StateEvent returns one current state event, or nil if there is none.
-func (rs *Roomserver) StateEvent(ctx context.Context, roomID, eventType, stateKey string) (gomatrixserverlib.PDU, error) {
-	return nil, errTODO
-}
-
-// Membership returns a user's current membership of a room ("leave" when
-// they never had one).
-func (rs *Roomserver) Membership(ctx context.Context, roomID, userID string) (string, error) {
-	return "", errTODO
-}
-
-// RoomsWithMembership lists the rooms where a user's membership is m.
-func (rs *Roomserver) RoomsWithMembership(ctx context.Context, userID, membership string) ([]string, error) {
-	return nil, errTODO
-}
-
-// Event returns an event by ID, or ErrEventNotFound. Rejected events are
-// not found.
-func (rs *Roomserver) Event(ctx context.Context, eventID string) (gomatrixserverlib.PDU, error) {
-	return nil, errTODO
-}
-
-// StateAfter returns the room state after an event.
-func (rs *Roomserver) StateAfter(ctx context.Context, eventID string) ([]gomatrixserverlib.PDU, error) {
-	return nil, errTODO
-}
+// logger for the package.
+var log = slog.Default().With("component", "roomserver")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 
 	_ "github.com/ncruces/go-sqlite3/driver" // registers "sqlite3"
 )
@@ -37,12 +38,114 @@ type DB struct {
 	writes chan *writeReq
 	done   chan struct{}
 	once   sync.Once
+	// prepared statements, by query text: SQLite parsing costs more than
+	// running most of our statements.
+	wstmts, rstmts sync.Map
+	unprepared     atomic.Bool
 }
 
 type writeReq struct {
 	ctx context.Context
-	fn  func(*sql.Tx) error
+	fn  func(*Tx) error
 	err chan error
+}
+
+// Tx is a write transaction. Its statements are prepared once and reused.
+type Tx struct {
+	tx *sql.Tx
+	db *DB
+}
+
+// stmt returns the transaction's form of the writer's prepared statement
+// for q, or nil if q has not been prepared yet. The writer has one
+// connection, busy with this transaction, so a new statement is prepared
+// only after the commit (see prepareWrites) and runs unprepared this once.
+func (t *Tx) stmt(q string) *sql.Stmt {
+	if s, ok := t.db.wstmts.Load(q); ok && s != nil {
+		if st, ok := s.(*sql.Stmt); ok {
+			return t.tx.Stmt(st)
+		}
+		return nil
+	}
+	t.db.wstmts.LoadOrStore(q, false) // to prepare after the commit
+	t.db.unprepared.Store(true)
+	return nil
+}
+
+// Exec runs a statement in the transaction.
+func (t *Tx) Exec(q string, args ...any) (sql.Result, error) {
+	if s := t.stmt(q); s != nil {
+		return s.Exec(args...)
+	}
+	return t.tx.Exec(q, args...)
+}
+
+// QueryRow runs a query expected to return at most one row.
+func (t *Tx) QueryRow(q string, args ...any) *sql.Row {
+	if s := t.stmt(q); s != nil {
+		return s.QueryRow(args...)
+	}
+	return t.tx.QueryRow(q, args...)
+}
+
+// Query runs a query in the transaction.
+func (t *Tx) Query(q string, args ...any) (*sql.Rows, error) {
+	if s := t.stmt(q); s != nil {
+		return s.Query(args...)
+	}
+	return t.tx.Query(q, args...)
+}
+
+// prepareWrites prepares the statements transactions asked for, while the
+// writer's connection is free.
+func (db *DB) prepareWrites() {
+	if !db.unprepared.Swap(false) {
+		return
+	}
+	db.wstmts.Range(func(q, v any) bool {
+		if v == false {
+			if s, err := db.w.Prepare(q.(string)); err == nil {
+				db.wstmts.Store(q, s)
+			} else {
+				db.wstmts.Store(q, true) // not preparable (e.g. several statements)
+			}
+		}
+		return true
+	})
+}
+
+func (db *DB) prepare(cache *sync.Map, pool *sql.DB, q string) (*sql.Stmt, error) {
+	if s, ok := cache.Load(q); ok {
+		return s.(*sql.Stmt), nil
+	}
+	s, err := pool.Prepare(q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := cache.LoadOrStore(q, s); loaded {
+		s.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return s, nil
+}
+
+// QueryRow runs a read query expected to return at most one row, with a
+// prepared statement from the read pool.
+func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	s, err := db.prepare(&db.rstmts, db.r, q)
+	if err != nil {
+		return db.r.QueryRowContext(ctx, q, args...)
+	}
+	return s.QueryRowContext(ctx, args...)
+}
+
+// Query runs a read query with a prepared statement from the read pool.
+func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s, err := db.prepare(&db.rstmts, db.r, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
 }
 
 // maxBatch bounds how many writes share one commit.
@@ -103,6 +206,14 @@ func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
 		close(db.done)
+		for _, m := range []*sync.Map{&db.wstmts, &db.rstmts} {
+			m.Range(func(_, s any) bool {
+				if st, ok := s.(*sql.Stmt); ok {
+					st.Close()
+				}
+				return true
+			})
+		}
 		if db.r != db.w {
 			err = db.r.Close()
 		}
@@ -114,7 +225,8 @@ func (db *DB) Close() error {
 }
 
 // R is the pool to read from. Never use it inside a Write function: use
-// the transaction given there.
+// the transaction given there. Prefer db.Query/QueryRow, which reuse
+// prepared statements.
 func (db *DB) R() *sql.DB { return db.r }
 
 // ErrClosed is returned by writes to a closed database.
@@ -124,7 +236,7 @@ var ErrClosed = errors.New("storage: database closed")
 // (or fn failed, in which case none of fn's writes persist). Concurrent
 // writes share one commit: each runs under its own savepoint, so one
 // failing write does not undo its neighbours.
-func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) error {
+func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
 	select {
 	case db.writes <- req:
@@ -160,13 +272,15 @@ func (db *DB) writer() {
 			}
 		}
 		db.commit(batch)
+		db.prepareWrites()
 	}
 }
 
 // commit runs one batch of writes in a single transaction.
 func (db *DB) commit(batch []*writeReq) {
 	ctx := context.Background()
-	tx, err := db.w.BeginTx(ctx, nil)
+	stx, err := db.w.BeginTx(ctx, nil)
+	tx := &Tx{tx: stx, db: db}
 	if err != nil {
 		for _, req := range batch {
 			req.err <- fmt.Errorf("storage: begin: %w", err)
@@ -197,11 +311,11 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 	}
 	if len(batch) == 1 && errs[0] != nil {
-		tx.Rollback()
+		stx.Rollback()
 		batch[0].err <- errs[0]
 		return
 	}
-	if err := tx.Commit(); err != nil {
+	if err := stx.Commit(); err != nil {
 		for _, req := range batch {
 			req.err <- fmt.Errorf("storage: commit: %w", err)
 		}
@@ -216,7 +330,7 @@ func (db *DB) commit(batch []*writeReq) {
 // component from version i to i+1; applied steps are never edited, only
 // appended to.
 func (db *DB) Migrate(component string, steps []string) error {
-	return db.Write(context.Background(), func(tx *sql.Tx) error {
+	return db.Write(context.Background(), func(tx *Tx) error {
 		if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (
 			component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("storage: migrate %s: %w", component, err)

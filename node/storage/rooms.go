@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // The roomserver's tables. String IDs map to numeric IDs (NIDs) that never
@@ -145,7 +146,7 @@ func UnpackNIDs(b []byte) ([]int64, error) {
 }
 
 // NIDs assigns numeric IDs to strings in one of the two ID tables.
-func nidFor(tx *sql.Tx, table, idCol, valCol, val string) (int64, error) {
+func nidFor(tx *Tx, table, idCol, valCol, val string) (int64, error) {
 	var nid int64
 	err := tx.QueryRow(`SELECT `+idCol+` FROM `+table+` WHERE `+valCol+` = ?`, val).Scan(&nid)
 	if err == nil {
@@ -159,12 +160,12 @@ func nidFor(tx *sql.Tx, table, idCol, valCol, val string) (int64, error) {
 }
 
 // TypeNID returns the NID of an event type, assigning one if new.
-func TypeNID(tx *sql.Tx, eventType string) (int64, error) {
+func TypeNID(tx *Tx, eventType string) (int64, error) {
 	return nidFor(tx, "event_types", "type_nid", "type", eventType)
 }
 
 // KeyNID returns the NID of a state key, assigning one if new.
-func KeyNID(tx *sql.Tx, stateKey string) (int64, error) {
+func KeyNID(tx *Tx, stateKey string) (int64, error) {
 	return nidFor(tx, "state_keys", "key_nid", "state_key", stateKey)
 }
 
@@ -182,7 +183,7 @@ type Room struct {
 func (db *DB) RoomByID(ctx context.Context, roomID string) (*Room, error) {
 	r := &Room{ID: roomID}
 	var ext []byte
-	err := db.r.QueryRowContext(ctx, `SELECT room_nid, version, snapshot_nid, extremities, depth FROM rooms WHERE room_id = ?`, roomID).
+	err := db.QueryRow(ctx, `SELECT room_nid, version, snapshot_nid, extremities, depth FROM rooms WHERE room_id = ?`, roomID).
 		Scan(&r.NID, &r.Version, &r.SnapshotNID, &ext, &r.Depth)
 	if err != nil {
 		return nil, notFound(err)
@@ -196,12 +197,12 @@ func (db *DB) RoomByID(ctx context.Context, roomID string) (*Room, error) {
 // RoomIDs maps room NIDs to room IDs.
 func (db *DB) RoomIDOf(ctx context.Context, roomNID int64) (string, error) {
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT room_id FROM rooms WHERE room_nid = ?`, roomNID).Scan(&id)
+	err := db.QueryRow(ctx, `SELECT room_id FROM rooms WHERE room_nid = ?`, roomNID).Scan(&id)
 	return id, notFound(err)
 }
 
 // InsertRoom adds a room and returns its NID.
-func InsertRoom(tx *sql.Tx, roomID, version string) (int64, error) {
+func InsertRoom(tx *Tx, roomID, version string) (int64, error) {
 	var nid int64
 	err := tx.QueryRow(`INSERT INTO rooms (room_id, version) VALUES (?, ?) RETURNING room_nid`, roomID, version).Scan(&nid)
 	if err != nil {
@@ -211,7 +212,7 @@ func InsertRoom(tx *sql.Tx, roomID, version string) (int64, error) {
 }
 
 // UpdateRoom records a room's current state, extremities and depth.
-func UpdateRoom(tx *sql.Tx, r *Room) error {
+func UpdateRoom(tx *Tx, r *Room) error {
 	_, err := tx.Exec(`UPDATE rooms SET snapshot_nid = ?, extremities = ?, depth = ? WHERE room_nid = ?`,
 		r.SnapshotNID, PackNIDs(r.Extremities), r.Depth, r.NID)
 	return err
@@ -243,7 +244,7 @@ func scanEvent(s scanner) (*Event, error) {
 }
 
 // InsertEvent stores an event and returns its NID.
-func InsertEvent(tx *sql.Tx, e *Event) (int64, error) {
+func InsertEvent(tx *Tx, e *Event) (int64, error) {
 	err := tx.QueryRow(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, json)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
 		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.JSON).Scan(&e.NID)
@@ -254,49 +255,44 @@ func InsertEvent(tx *sql.Tx, e *Event) (int64, error) {
 }
 
 // SetStreamPos records where an event entered the stream.
-func SetStreamPos(tx *sql.Tx, eventNID, pos int64) error {
+func SetStreamPos(tx *Tx, eventNID, pos int64) error {
 	_, err := tx.Exec(`UPDATE events SET stream_pos = ? WHERE event_nid = ?`, pos, eventNID)
 	return err
 }
 
 // RedactEvent replaces an event's JSON with its redacted form.
-func RedactEvent(tx *sql.Tx, eventNID int64, redactedJSON []byte) error {
+func RedactEvent(tx *Tx, eventNID int64, redactedJSON []byte) error {
 	_, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1 WHERE event_nid = ?`, redactedJSON, eventNID)
 	return err
 }
 
 // EventByID loads an event by ID, or ErrNotFound.
 func (db *DB) EventByID(ctx context.Context, eventID string) (*Event, error) {
-	return scanEvent(db.r.QueryRowContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
+	return scanEvent(db.QueryRow(ctx, `SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
 }
 
 // EventByIDTx is EventByID inside a write.
-func EventByIDTx(tx *sql.Tx, eventID string) (*Event, error) {
+func EventByIDTx(tx *Tx, eventID string) (*Event, error) {
 	return scanEvent(tx.QueryRow(`SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
 }
 
 // EventsByNID loads events by NID, in no particular order; missing NIDs
 // are skipped.
 func (db *DB) EventsByNID(ctx context.Context, nids []int64) ([]*Event, error) {
-	return eventsByNID(ctx, db.r, nids)
+	return eventsByNID(nids, func(q string, args ...any) (*sql.Rows, error) { return db.Query(ctx, q, args...) })
 }
 
 // EventsByNIDTx is EventsByNID inside a write.
-func EventsByNIDTx(tx *sql.Tx, nids []int64) ([]*Event, error) {
-	return eventsByNID(context.Background(), tx, nids)
+func EventsByNIDTx(tx *Tx, nids []int64) ([]*Event, error) {
+	return eventsByNID(nids, tx.Query)
 }
 
-type querier interface {
-	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
-}
-
-func eventsByNID(ctx context.Context, q querier, nids []int64) ([]*Event, error) {
+func eventsByNID(nids []int64, query func(string, ...any) (*sql.Rows, error)) ([]*Event, error) {
 	if len(nids) == 0 {
 		return nil, nil
 	}
-	// json_each over a packed list keeps this one statement for any count.
-	rows, err := q.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids))
+	// json_each over a list keeps this one prepared statement for any count.
+	rows, err := query(`SELECT `+eventCols+` FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids))
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +326,7 @@ type StateEntry struct {
 }
 
 // InsertStateBlock stores a block of entries and returns its NID.
-func InsertStateBlock(tx *sql.Tx, entries []StateEntry) (int64, error) {
+func InsertStateBlock(tx *Tx, entries []StateEntry) (int64, error) {
 	nids := make([]int64, 0, len(entries)*3)
 	for _, e := range entries {
 		nids = append(nids, e.TypeNID, e.KeyNID, e.EventNID)
@@ -341,7 +337,7 @@ func InsertStateBlock(tx *sql.Tx, entries []StateEntry) (int64, error) {
 }
 
 // InsertSnapshot stores a snapshot (a list of block NIDs) for a room.
-func InsertSnapshot(tx *sql.Tx, roomNID int64, blocks []int64) (int64, error) {
+func InsertSnapshot(tx *Tx, roomNID int64, blocks []int64) (int64, error) {
 	var nid int64
 	err := tx.QueryRow(`INSERT INTO state_snapshots (room_nid, blocks) VALUES (?, ?) RETURNING snapshot_nid`, roomNID, PackNIDs(blocks)).Scan(&nid)
 	return nid, err
@@ -350,7 +346,7 @@ func InsertSnapshot(tx *sql.Tx, roomNID int64, blocks []int64) (int64, error) {
 // SnapshotBlocks returns the block NIDs of a snapshot.
 func (db *DB) SnapshotBlocks(ctx context.Context, snapshotNID int64) ([]int64, error) {
 	var b []byte
-	if err := db.r.QueryRowContext(ctx, `SELECT blocks FROM state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&b); err != nil {
+	if err := db.QueryRow(ctx, `SELECT blocks FROM state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&b); err != nil {
 		return nil, notFound(err)
 	}
 	return UnpackNIDs(b)
@@ -359,7 +355,7 @@ func (db *DB) SnapshotBlocks(ctx context.Context, snapshotNID int64) ([]int64, e
 // StateBlock returns the entries of a block.
 func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, error) {
 	var b []byte
-	if err := db.r.QueryRowContext(ctx, `SELECT entries FROM state_blocks WHERE block_nid = ?`, blockNID).Scan(&b); err != nil {
+	if err := db.QueryRow(ctx, `SELECT entries FROM state_blocks WHERE block_nid = ?`, blockNID).Scan(&b); err != nil {
 		return nil, notFound(err)
 	}
 	nids, err := UnpackNIDs(b)
@@ -374,7 +370,7 @@ func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, err
 }
 
 // AppendStream adds an event to the output stream and returns its position.
-func AppendStream(tx *sql.Tx, roomNID, eventNID int64, adds, removes []int64) (int64, error) {
+func AppendStream(tx *Tx, roomNID, eventNID int64, adds, removes []int64) (int64, error) {
 	var pos int64
 	err := tx.QueryRow(`INSERT INTO stream (room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?) RETURNING pos`,
 		roomNID, eventNID, PackNIDs(adds), PackNIDs(removes)).Scan(&pos)
@@ -382,7 +378,7 @@ func AppendStream(tx *sql.Tx, roomNID, eventNID int64, adds, removes []int64) (i
 }
 
 // SetCurrentState applies a state delta to a room's current state.
-func SetCurrentState(tx *sql.Tx, roomNID int64, set []StateEntry, del []StateEntry) error {
+func SetCurrentState(tx *Tx, roomNID int64, set []StateEntry, del []StateEntry) error {
 	for _, e := range del {
 		if _, err := tx.Exec(`DELETE FROM current_state WHERE room_nid = ? AND type_nid = ? AND key_nid = ?`, roomNID, e.TypeNID, e.KeyNID); err != nil {
 			return err
@@ -398,7 +394,7 @@ func SetCurrentState(tx *sql.Tx, roomNID int64, set []StateEntry, del []StateEnt
 }
 
 // SetMembership records a user's current membership of a room.
-func SetMembership(tx *sql.Tx, userID string, roomNID int64, membership string, eventNID, pos int64) error {
+func SetMembership(tx *Tx, userID string, roomNID int64, membership string, eventNID, pos int64) error {
 	_, err := tx.Exec(`INSERT INTO memberships (user_id, room_nid, membership, event_nid, pos) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid, pos = excluded.pos`,
 		userID, roomNID, membership, eventNID, pos)
@@ -406,7 +402,7 @@ func SetMembership(tx *sql.Tx, userID string, roomNID int64, membership string, 
 }
 
 // TxnEvent returns the event a client transaction produced, or ErrNotFound.
-func TxnEvent(tx *sql.Tx, device string, roomNID int64, txnID string) (string, error) {
+func TxnEvent(tx *Tx, device string, roomNID int64, txnID string) (string, error) {
 	var id string
 	err := tx.QueryRow(`SELECT e.event_id FROM transactions t JOIN events e ON e.event_nid = t.event_nid
 		WHERE t.device = ? AND t.room_nid = ? AND t.txn_id = ?`, device, roomNID, txnID).Scan(&id)
@@ -414,7 +410,73 @@ func TxnEvent(tx *sql.Tx, device string, roomNID int64, txnID string) (string, e
 }
 
 // InsertTxn records the event a client transaction produced.
-func InsertTxn(tx *sql.Tx, device string, roomNID int64, txnID string, eventNID int64) error {
+func InsertTxn(tx *Tx, device string, roomNID int64, txnID string, eventNID int64) error {
 	_, err := tx.Exec(`INSERT INTO transactions (device, room_nid, txn_id, event_nid) VALUES (?, ?, ?, ?)`, device, roomNID, txnID, eventNID)
 	return err
+}
+
+// CurrentState returns a room's current state events.
+func (db *DB) CurrentState(ctx context.Context, roomNID int64) ([]*Event, error) {
+	rows, err := db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM current_state c
+		JOIN events e ON e.event_nid = c.event_nid WHERE c.room_nid = ?`, roomNID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// CurrentStateEvent returns one current state event, or ErrNotFound.
+func (db *DB) CurrentStateEvent(ctx context.Context, roomNID int64, eventType, stateKey string) (*Event, error) {
+	return scanEvent(db.QueryRow(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM current_state c
+		JOIN event_types t ON t.type_nid = c.type_nid
+		JOIN state_keys k ON k.key_nid = c.key_nid
+		JOIN events e ON e.event_nid = c.event_nid
+		WHERE c.room_nid = ? AND t.type = ? AND k.state_key = ?`, roomNID, eventType, stateKey))
+}
+
+// Membership returns a user's current membership of a room, or ErrNotFound.
+func (db *DB) Membership(ctx context.Context, userID string, roomNID int64) (string, error) {
+	var m string
+	err := db.QueryRow(ctx, `SELECT membership FROM memberships WHERE user_id = ? AND room_nid = ?`, userID, roomNID).Scan(&m)
+	return m, notFound(err)
+}
+
+// RoomsWithMembership lists the IDs of the rooms where a user's current
+// membership is m.
+func (db *DB) RoomsWithMembership(ctx context.Context, userID, membership string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ? AND m.membership = ?`, userID, membership)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// RoomVersionOf returns the version of a room by NID.
+func (db *DB) RoomVersionOf(ctx context.Context, roomNID int64) (string, error) {
+	var v string
+	err := db.QueryRow(ctx, `SELECT version FROM rooms WHERE room_nid = ?`, roomNID).Scan(&v)
+	return v, notFound(err)
+}
+
+func prefixed(p, cols string) string {
+	return p + strings.ReplaceAll(cols, ", ", ", "+p)
 }

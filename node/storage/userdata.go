@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 )
 
 // Per-user data that both the client API (writes) and sync (reads) need:
@@ -32,7 +31,7 @@ func (db *DB) MigrateUserData() error { return db.Migrate("userdata", userdataMi
 // position (positions are shared by all users and only grow).
 func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte) (int64, error) {
 	var pos int64
-	err := db.Write(ctx, func(tx *sql.Tx) error {
+	err := db.Write(ctx, func(tx *Tx) error {
 		if err := tx.QueryRow(`SELECT COALESCE(MAX(pos), 0) + 1 FROM account_data`).Scan(&pos); err != nil {
 			return err
 		}
@@ -46,7 +45,7 @@ func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, co
 // AccountData returns one account data item's content, or ErrNotFound.
 func (db *DB) AccountData(ctx context.Context, userID, roomID, typ string) ([]byte, error) {
 	var c []byte
-	err := db.r.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?`, userID, roomID, typ).Scan(&c)
+	err := db.QueryRow(ctx, `SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?`, userID, roomID, typ).Scan(&c)
 	return c, notFound(err)
 }
 
@@ -61,7 +60,7 @@ type AccountDataItem struct {
 // AccountDataSince returns a user's account data changed after pos (all of
 // it for pos 0), and the highest position in the table.
 func (db *DB) AccountDataSince(ctx context.Context, userID string, pos int64) ([]AccountDataItem, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT room_id, type, content, pos FROM account_data WHERE user_id = ? AND pos > ? ORDER BY pos`, userID, pos)
+	rows, err := db.Query(ctx, `SELECT room_id, type, content, pos FROM account_data WHERE user_id = ? AND pos > ? ORDER BY pos`, userID, pos)
 	if err != nil {
 		return nil, err
 	}
@@ -80,14 +79,14 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, pos int64) ([
 // MaxAccountDataPos is the newest account data position.
 func (db *DB) MaxAccountDataPos(ctx context.Context) (int64, error) {
 	var pos int64
-	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(pos), 0) FROM account_data`).Scan(&pos)
+	err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM account_data`).Scan(&pos)
 	return pos, err
 }
 
 // PutFilter stores a filter and returns its ID.
 func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int64, error) {
 	var id int64
-	err := db.Write(ctx, func(tx *sql.Tx) error {
+	err := db.Write(ctx, func(tx *Tx) error {
 		return tx.QueryRow(`INSERT INTO filters (user_id, filter) VALUES (?, ?) RETURNING filter_id`, userID, filter).Scan(&id)
 	})
 	return id, err
@@ -96,6 +95,6 @@ func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int6
 // Filter returns a user's stored filter, or ErrNotFound.
 func (db *DB) Filter(ctx context.Context, userID string, id int64) ([]byte, error) {
 	var f []byte
-	err := db.r.QueryRowContext(ctx, `SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?`, userID, id).Scan(&f)
+	err := db.QueryRow(ctx, `SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?`, userID, id).Scan(&f)
 	return f, notFound(err)
 }

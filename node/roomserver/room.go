@@ -1,0 +1,470 @@
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"hearth/node/storage"
+)
+
+// maxPrevEvents caps prev_events so a room with many forward extremities
+// still produces events of bounded size.
+const maxPrevEvents = 20
+
+// maxBatch bounds how many queued requests of one room share a commit.
+const maxBatch = 64
+
+type request struct {
+	ctx   context.Context
+	local []NewEvent
+	done  chan result
+}
+
+type result struct {
+	ids []string
+	err error
+}
+
+// room is one room's worker. Everything but queue is owned by the worker
+// goroutine (and by CreateRoom before the worker starts).
+type room struct {
+	rs    *Roomserver
+	queue chan *request
+
+	loaded bool
+	row    storage.Room
+	ver    gomatrixserverlib.IRoomVersion
+	st     roomState
+	// extremity IDs, parallel to row.Extremities
+	extIDs []string
+	// NIDs assigned by the batch being written
+	pending pendingNIDs
+}
+
+func (r *room) enqueue(ctx context.Context, req *request) (err error) {
+	defer func() {
+		// A send on the queue closed by Close panics; report it as closed.
+		if recover() != nil {
+			err = errClosed
+		}
+	}()
+	select {
+	case r.queue <- req:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *room) run() {
+	defer r.rs.wg.Done()
+	batch := make([]*request, 0, maxBatch)
+	for req := range r.queue {
+		batch = append(batch[:0], req)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case req, ok := <-r.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		r.process(batch)
+	}
+}
+
+// process runs a batch of requests in one commit. Each request is atomic
+// on its own: a refused request is undone without touching its neighbours.
+func (r *room) process(batch []*request) {
+	results := make([]result, len(batch))
+	var outs []Output
+	if !r.loaded {
+		if err := r.load(); err != nil {
+			err = fmt.Errorf("roomserver: load %s: %w", r.row.ID, err)
+			for _, req := range batch {
+				req.done <- result{err: err}
+			}
+			return
+		}
+	}
+	err := r.rs.db.Write(context.Background(), func(tx *storage.Tx) error {
+		outs = outs[:0]
+		for i, req := range batch {
+			if err := req.ctx.Err(); err != nil {
+				results[i] = result{err: err}
+				continue
+			}
+			ids, o, err := r.apply(tx, req)
+			if err != nil {
+				if isRefusal(err) {
+					results[i] = result{err: err}
+					continue
+				}
+				return err
+			}
+			results[i] = result{ids: ids}
+			outs = append(outs, o...)
+		}
+		return storage.UpdateRoom(tx, &r.row)
+	})
+	r.st.undo = r.st.undo[:0]
+	if err != nil {
+		// Nothing was committed: drop what the worker believed and reload.
+		r.loaded = false
+		clear(r.pending)
+		for i := range results {
+			if results[i].err == nil {
+				results[i] = result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
+			}
+		}
+	} else {
+		r.rs.nids.commit(r.pending)
+		if len(outs) > 0 {
+			r.rs.cfg.OnOutput(outs)
+		}
+	}
+	for i, req := range batch {
+		req.done <- results[i]
+	}
+}
+
+// isRefusal tells errors about one request (answered to its caller) from
+// storage failures (which fail the whole batch).
+func isRefusal(err error) bool {
+	var fe *ForbiddenError
+	var be *BadEventError
+	return errors.As(err, &fe) || errors.As(err, &be) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrEventNotFound)
+}
+
+// apply runs one request under a savepoint, undoing it whole on refusal.
+func (r *room) apply(tx *storage.Tx, req *request) ([]string, []Output, error) {
+	if _, err := tx.Exec(`SAVEPOINT req`); err != nil {
+		return nil, nil, err
+	}
+	saved := r.checkpoint()
+	var ids []string
+	var outs []Output
+	var err error
+	for _, ne := range req.local {
+		var o Output
+		var id string
+		o, id, err = r.send(tx, ne)
+		if err != nil {
+			break
+		}
+		ids = append(ids, id)
+		if o.Event != nil {
+			outs = append(outs, o)
+		}
+	}
+	if err != nil {
+		r.restore(saved)
+		// NIDs assigned under the savepoint go with it.
+		clear(r.pending)
+		if _, rerr := tx.Exec(`ROLLBACK TO req`); rerr != nil {
+			return nil, nil, rerr
+		}
+	}
+	if _, rerr := tx.Exec(`RELEASE req`); rerr != nil {
+		return nil, nil, rerr
+	}
+	return ids, outs, err
+}
+
+// checkpoint is enough to undo a request: the small fields by value, the
+// state map through its undo log.
+type checkpoint struct {
+	row      storage.Room
+	extIDs   []string
+	snapshot int64
+	blocks   [numBlocks]int64
+	undo     int
+}
+
+func (r *room) checkpoint() checkpoint {
+	return checkpoint{row: r.row, extIDs: r.extIDs, snapshot: r.st.snapshot, blocks: r.st.blocks, undo: len(r.st.undo)}
+}
+
+func (r *room) restore(c checkpoint) {
+	r.row, r.extIDs, r.st.snapshot, r.st.blocks = c.row, c.extIDs, c.snapshot, c.blocks
+	r.st.rollback(c.undo)
+}
+
+// load reads the room's current state into memory.
+func (r *room) load() error {
+	ctx := context.Background()
+	row, err := r.rs.db.RoomByID(ctx, r.row.ID)
+	if err != nil {
+		return err
+	}
+	r.row = *row
+	if r.ver, err = gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(row.Version)); err != nil {
+		return err
+	}
+	st := roomState{snapshot: row.SnapshotNID, state: map[tuple]*entry{}}
+	blocks, err := r.rs.db.SnapshotBlocks(ctx, row.SnapshotNID)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: %w", row.SnapshotNID, err)
+	}
+	copy(st.blocks[:], blocks)
+	var nids []int64
+	entries := map[int64]storage.StateEntry{}
+	for _, b := range blocks {
+		if b == 0 {
+			continue
+		}
+		es, err := r.rs.db.StateBlock(ctx, b)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			nids = append(nids, e.EventNID)
+			entries[e.EventNID] = e
+		}
+	}
+	evs, err := r.rs.db.EventsByNID(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		pdu, err := r.rs.parse(row.Version, ev.ID, ev.JSON, ev.Redacted)
+		if err != nil {
+			return fmt.Errorf("event %s: %w", ev.ID, err)
+		}
+		e := entries[ev.NID]
+		st.state[tuple{EventType: pdu.Type(), StateKey: *pdu.StateKey()}] = &entry{typeNID: e.TypeNID, keyNID: e.KeyNID, eventNID: ev.NID, pdu: pdu}
+	}
+	r.st = st
+	exts, err := r.rs.db.EventsByNID(ctx, row.Extremities)
+	if err != nil {
+		return err
+	}
+	r.extIDs = r.extIDs[:0]
+	r.row.Extremities = r.row.Extremities[:0]
+	for _, e := range exts {
+		r.extIDs = append(r.extIDs, e.ID)
+		r.row.Extremities = append(r.row.Extremities, e.NID)
+	}
+	r.loaded = true
+	return nil
+}
+
+// send builds and stores one local event. A repeated transaction returns
+// the first event's ID and no output.
+func (r *room) send(tx *storage.Tx, ne NewEvent) (Output, string, error) {
+	if ne.TxnID != "" {
+		id, err := storage.TxnEvent(tx, ne.TxnDevice, r.row.NID, ne.TxnID)
+		if err == nil {
+			return Output{}, id, nil
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return Output{}, "", err
+		}
+	}
+	ev, err := r.build(ne)
+	if err != nil {
+		return Output{}, "", err
+	}
+	if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
+		return Output{}, "", &ForbiddenError{Reason: err.Error()}
+	}
+	out, err := r.store(tx, ev)
+	if err != nil {
+		return Output{}, "", err
+	}
+	if ne.TxnID != "" {
+		nid := r.row.Extremities[0]
+		if err := storage.InsertTxn(tx, ne.TxnDevice, r.row.NID, ne.TxnID, nid); err != nil {
+			return Output{}, "", err
+		}
+	}
+	return out, ev.EventID(), nil
+}
+
+// build makes a signed event on top of the room's forward extremities.
+func (r *room) build(ne NewEvent) (gomatrixserverlib.PDU, error) {
+	if _, err := spec.NewUserID(ne.Sender, true); err != nil {
+		return nil, &BadEventError{Reason: "invalid sender: " + err.Error()}
+	}
+	prev := r.extIDs
+	if len(prev) > maxPrevEvents {
+		prev = prev[len(prev)-maxPrevEvents:]
+	}
+	content := ne.Content
+	if len(content) == 0 {
+		content = []byte("{}")
+	}
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID:   ne.Sender,
+		RoomID:     r.row.ID,
+		Type:       ne.Type,
+		StateKey:   ne.StateKey,
+		Content:    spec.RawJSON(content),
+		Redacts:    ne.Redacts,
+		PrevEvents: append([]string{}, prev...),
+		Depth:      r.row.Depth + 1,
+	}
+	eb := r.ver.NewEventBuilderFromProtoEvent(&proto)
+	if err := eb.AddAuthEvents(&r.st); err != nil {
+		return nil, &BadEventError{Reason: err.Error()}
+	}
+	ev, err := eb.Build(time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
+	var ve gomatrixserverlib.EventValidationError
+	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
+		return nil, ErrTooLarge
+	}
+	if err != nil {
+		return nil, &BadEventError{Reason: err.Error()}
+	}
+	if len(ev.JSON()) > MaxEventSize {
+		return nil, ErrTooLarge
+	}
+	return ev, nil
+}
+
+// store persists an authorised event that extends the room's single
+// timeline: its row, the state it changes, its stream position, and the
+// room's new extremity.
+func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
+	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
+	if err != nil {
+		return Output{}, err
+	}
+	var keyNID int64
+	if sk := ev.StateKey(); sk != nil {
+		if keyNID, err = r.rs.nids.keyNID(tx, r.pending, *sk); err != nil {
+			return Output{}, err
+		}
+	}
+	row := &storage.Event{
+		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
+		Depth: ev.Depth(), SnapshotNID: r.st.snapshot, JSON: ev.JSON(),
+	}
+	if _, err := storage.InsertEvent(tx, row); err != nil {
+		return Output{}, err
+	}
+	out := Output{RoomID: r.row.ID, Event: ev}
+	var adds, removes []int64
+	var set, del []storage.StateEntry
+	if keyNID != 0 {
+		old, err := r.st.set(tx, r.row.NID, &entry{typeNID: typeNID, keyNID: keyNID, eventNID: row.NID, pdu: ev})
+		if err != nil {
+			return Output{}, err
+		}
+		adds = []int64{row.NID}
+		out.Adds = []string{ev.EventID()}
+		if old != nil {
+			removes = []int64{old.eventNID}
+			out.Removes = []string{old.pdu.EventID()}
+		}
+		set = []storage.StateEntry{{TypeNID: typeNID, KeyNID: keyNID, EventNID: row.NID}}
+	}
+	if ev.Type() == spec.MRoomRedaction {
+		if err := r.redact(tx, ev); err != nil {
+			return Output{}, err
+		}
+	}
+	if out.Pos, err = storage.AppendStream(tx, r.row.NID, row.NID, adds, removes); err != nil {
+		return Output{}, err
+	}
+	if err := storage.SetStreamPos(tx, row.NID, out.Pos); err != nil {
+		return Output{}, err
+	}
+	if len(set) > 0 || len(del) > 0 {
+		if err := storage.SetCurrentState(tx, r.row.NID, set, del); err != nil {
+			return Output{}, err
+		}
+	}
+	if ev.Type() == spec.MRoomMember {
+		m, err := ev.Membership()
+		if err != nil {
+			return Output{}, err
+		}
+		if err := storage.SetMembership(tx, *ev.StateKey(), r.row.NID, m, row.NID, out.Pos); err != nil {
+			return Output{}, err
+		}
+	}
+	r.row.Extremities = []int64{row.NID}
+	r.extIDs = []string{ev.EventID()}
+	r.row.Depth = max(r.row.Depth, ev.Depth())
+	r.row.SnapshotNID = r.st.snapshot
+	return out, nil
+}
+
+// redact applies a redaction to its target when the spec allows it: the
+// redacter may redact others' events (power level "redact"), or it is the
+// target's own sender. A redaction of an unknown event is kept and
+// applies nothing.
+func (r *room) redact(tx *storage.Tx, ev gomatrixserverlib.PDU) error {
+	targetID := ev.Redacts()
+	if targetID == "" {
+		return nil
+	}
+	target, err := storage.EventByIDTx(tx, targetID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if target.RoomNID != r.row.NID || target.Redacted {
+		return nil
+	}
+	pdu, err := r.rs.parse(r.row.Version, target.ID, target.JSON, false)
+	if err != nil {
+		return err
+	}
+	if pdu.SenderID() != ev.SenderID() && !r.canRedactOthers(ev.SenderID()) {
+		return nil
+	}
+	redacted, err := r.ver.RedactEventJSON(target.JSON)
+	if err != nil {
+		return err
+	}
+	if err := storage.RedactEvent(tx, target.NID, redacted); err != nil {
+		return err
+	}
+	// A redacted current state event keeps its place, with its content gone.
+	if sk := pdu.StateKey(); sk != nil {
+		k := tuple{EventType: pdu.Type(), StateKey: *sk}
+		if e := r.st.state[k]; e != nil && e.eventNID == target.NID {
+			p, err := r.rs.parse(r.row.Version, target.ID, redacted, true)
+			if err != nil {
+				return err
+			}
+			r.st.put(k, &entry{typeNID: e.typeNID, keyNID: e.keyNID, eventNID: e.eventNID, pdu: p})
+		}
+	}
+	return nil
+}
+
+func (r *room) canRedactOthers(sender spec.SenderID) bool {
+	create, _ := r.st.Create()
+	plEv, _ := r.st.PowerLevels()
+	var creator string
+	if create != nil {
+		creator = string(create.SenderID())
+		if r.ver.PrivilegedCreators() {
+			for _, c := range gomatrixserverlib.CreatorsFromCreateEvent(create) {
+				if c == string(sender) {
+					return true
+				}
+			}
+		}
+	}
+	pl, err := gomatrixserverlib.NewPowerLevelContentFromAuthEvents(&r.st, creator)
+	if err != nil {
+		return false
+	}
+	_ = plEv
+	return pl.UserLevel(sender) >= pl.Redact
+}
