@@ -53,7 +53,6 @@ func New(cfg Config) (*Node, error) {
 		ServerName:         spec.ServerName(cfg.ServerName),
 		KeyID:              gomatrixserverlib.KeyID(cfg.KeyID),
 		PrivateKey:         cfg.PrivateKey,
-		DefaultRoomVersion: gomatrixserverlib.RoomVersionV12,
 	})
 	if err != nil {
 		db.Close()

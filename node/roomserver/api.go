@@ -25,6 +25,9 @@ type Config struct {
 	PrivateKey ed25519.PrivateKey
 	// DefaultRoomVersion is used by CreateRoom when none is asked for.
 	DefaultRoomVersion gomatrixserverlib.RoomVersion
+	// Verifier checks other servers' signatures (Hearth's decodes the key
+	// from the server name).
+	Verifier gomatrixserverlib.JSONVerifier
 	// OnOutput is called after each commit with the events that entered
 	// the stream, in stream order. It must not block for long.
 	OnOutput func([]Output)
@@ -90,9 +93,21 @@ const (
 	Knock  = spec.Knock
 )
 
-// SupportedVersions are the room versions this node runs.
-var SupportedVersions = []gomatrixserverlib.RoomVersion{
-	gomatrixserverlib.RoomVersionV10,
+// StableVersions are the room versions this node runs fully; the first
+// is the default for new rooms.
+var StableVersions = []gomatrixserverlib.RoomVersion{
 	gomatrixserverlib.RoomVersionV11,
+	gomatrixserverlib.RoomVersionV10,
+}
+
+// UnstableVersions run, but not completely: the pinned gomatrixserverlib's
+// state resolution v2.1 (room version 12) starts from an empty state and
+// then cannot find the create event, which v12 leaves out of auth_events,
+// so a fork in a v12 room resolves wrongly. Rooms of these versions are
+// created only on request.
+var UnstableVersions = []gomatrixserverlib.RoomVersion{
 	gomatrixserverlib.RoomVersionV12,
 }
+
+// SupportedVersions are every room version this node runs.
+var SupportedVersions = append(append([]gomatrixserverlib.RoomVersion{}, StableVersions...), UnstableVersions...)

@@ -20,9 +20,10 @@ const maxPrevEvents = 20
 const maxBatch = 64
 
 type request struct {
-	ctx   context.Context
-	local []NewEvent
-	done  chan result
+	ctx    context.Context
+	local  []NewEvent
+	remote []*remoteEvent
+	done   chan result
 }
 
 type result struct {
@@ -101,6 +102,21 @@ func (r *room) process(batch []*request) {
 		for i, req := range batch {
 			if err := req.ctx.Err(); err != nil {
 				results[i] = result{err: err}
+				continue
+			}
+			if req.remote != nil {
+				for _, re := range req.remote {
+					o, err := r.input(tx, re)
+					if err != nil {
+						return err
+					}
+					if o != nil {
+						outs = append(outs, *o)
+					}
+					if err := storage.DeleteInputLog(tx, re.seq); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			ids, o, err := r.apply(tx, req)
@@ -211,9 +227,11 @@ func (r *room) load() error {
 		return err
 	}
 	st := roomState{snapshot: row.SnapshotNID, state: map[tuple]*entry{}}
-	blocks, err := r.rs.db.SnapshotBlocks(ctx, row.SnapshotNID)
-	if err != nil {
-		return fmt.Errorf("snapshot %d: %w", row.SnapshotNID, err)
+	var blocks []int64
+	if row.SnapshotNID != 0 { // 0: a room heard of, with no state yet
+		if blocks, err = r.rs.db.SnapshotBlocks(ctx, row.SnapshotNID); err != nil {
+			return fmt.Errorf("snapshot %d: %w", row.SnapshotNID, err)
+		}
 	}
 	copy(st.blocks[:], blocks)
 	var nids []int64

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -26,7 +27,8 @@ type Roomserver struct {
 	closed bool
 	wg     sync.WaitGroup
 
-	nids nidCache
+	nids   nidCache
+	blocks blockCache
 }
 
 // New opens the roomserver on db, migrating its tables.
@@ -35,7 +37,7 @@ func New(db *storage.DB, cfg Config) (*Roomserver, error) {
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
 	if cfg.DefaultRoomVersion == "" {
-		cfg.DefaultRoomVersion = gomatrixserverlib.RoomVersionV12
+		cfg.DefaultRoomVersion = StableVersions[0]
 	}
 	if cfg.OnOutput == nil {
 		cfg.OnOutput = func([]Output) {}
@@ -99,7 +101,7 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, version gomatrixserverlib.
 		version = rs.cfg.DefaultRoomVersion
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil || !slices_contains(SupportedVersions, version) {
+	if err != nil || !slices.Contains(SupportedVersions, version) {
 		return "", &UnsupportedVersionError{Version: string(version)}
 	}
 	content := map[string]json.RawMessage{}
@@ -170,15 +172,6 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, version gomatrixserverlib.
 	rs.mu.Unlock()
 	rs.cfg.OnOutput(outs)
 	return r.row.ID, nil
-}
-
-func slices_contains(vs []gomatrixserverlib.RoomVersion, v gomatrixserverlib.RoomVersion) bool {
-	for _, x := range vs {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Send builds, authorises and stores events in a room, in order and

@@ -21,6 +21,8 @@ const server = "hearth.test"
 
 type harness struct {
 	t    testing.TB
+	name string
+	keys map[string]ed25519.PublicKey // the other servers this one knows
 	path string
 	db   *storage.DB
 	rs   *roomserver.Roomserver
@@ -30,9 +32,14 @@ type harness struct {
 	outs []roomserver.Output
 }
 
-func newHarness(t testing.TB) *harness {
-	_, key, _ := ed25519.GenerateKey(nil)
-	h := &harness{t: t, path: filepath.Join(t.TempDir(), "hearth.db"), key: key}
+func newHarness(t testing.TB) *harness { return newServer(t, server, map[string]ed25519.PublicKey{}) }
+
+// newServer starts a roomserver called name that trusts the keys in keys
+// (shared by every server of a test, as names would be in Hearth).
+func newServer(t testing.TB, name string, keys map[string]ed25519.PublicKey) *harness {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	keys[name] = pub
+	h := &harness{t: t, name: name, keys: keys, path: filepath.Join(t.TempDir(), "hearth.db"), key: key}
 	h.open()
 	t.Cleanup(h.close)
 	return h
@@ -44,7 +51,13 @@ func (h *harness) open() {
 		h.t.Fatal(err)
 	}
 	rs, err := roomserver.New(db, roomserver.Config{
-		ServerName: server, KeyID: "ed25519:p2p", PrivateKey: h.key,
+		ServerName: spec.ServerName(h.name), KeyID: "ed25519:p2p", PrivateKey: h.key,
+		Verifier: roomserver.NameVerifier{KeyID: "ed25519:p2p", KeyOf: func(n string) (ed25519.PublicKey, error) {
+			if k, ok := h.keys[n]; ok {
+				return k, nil
+			}
+			return nil, fmt.Errorf("unknown server %s", n)
+		}},
 		OnOutput: func(o []roomserver.Output) {
 			h.mu.Lock()
 			h.outs = append(h.outs, o...)

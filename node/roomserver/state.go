@@ -50,6 +50,14 @@ func (s *roomState) put(k tuple, e *entry) {
 	s.state[k] = e
 }
 
+// remove deletes one entry, remembering it.
+func (s *roomState) remove(k tuple) {
+	if old := s.state[k]; old != nil {
+		s.undo = append(s.undo, undo{k, old})
+		delete(s.state, k)
+	}
+}
+
 // rollback undoes every put since the undo log had length mark.
 func (s *roomState) rollback(mark int) {
 	for i := len(s.undo) - 1; i >= mark; i-- {
@@ -105,12 +113,7 @@ func (s *roomState) rewrite(tx *storage.Tx, roomNID int64, b int) error {
 			entries = append(entries, storage.StateEntry{TypeNID: e.typeNID, KeyNID: e.keyNID, EventNID: e.eventNID})
 		}
 	}
-	slices.SortFunc(entries, func(a, b storage.StateEntry) int {
-		if a.TypeNID != b.TypeNID {
-			return int(a.TypeNID - b.TypeNID)
-		}
-		return int(a.KeyNID - b.KeyNID)
-	})
+	slices.SortFunc(entries, compareEntries)
 	nid, err := storage.InsertStateBlock(tx, entries)
 	if err != nil {
 		return err

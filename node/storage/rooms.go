@@ -102,8 +102,8 @@ var roomsMigrations = []string{
 	CREATE TABLE input_log (
 		seq INTEGER PRIMARY KEY AUTOINCREMENT,
 		room_id TEXT NOT NULL,
-		origin TEXT NOT NULL,
 		version TEXT NOT NULL,
+		outlier INTEGER NOT NULL,
 		json BLOB NOT NULL
 	);`,
 }
@@ -194,7 +194,7 @@ func (db *DB) RoomByID(ctx context.Context, roomID string) (*Room, error) {
 	return r, nil
 }
 
-// RoomIDs maps room NIDs to room IDs.
+// RoomIDOf returns the ID of a room by NID.
 func (db *DB) RoomIDOf(ctx context.Context, roomNID int64) (string, error) {
 	var id string
 	err := db.QueryRow(ctx, `SELECT room_id FROM rooms WHERE room_nid = ?`, roomNID).Scan(&id)
@@ -245,9 +245,9 @@ func scanEvent(s scanner) (*Event, error) {
 
 // InsertEvent stores an event and returns its NID.
 func InsertEvent(tx *Tx, e *Event) (int64, error) {
-	err := tx.QueryRow(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, json)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
-		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.JSON).Scan(&e.NID)
+	err := tx.QueryRow(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted, json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
+		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.Redacted, e.JSON).Scan(&e.NID)
 	if err != nil {
 		return 0, fmt.Errorf("insert event %s: %w", e.ID, err)
 	}
@@ -358,15 +358,7 @@ func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, err
 	if err := db.QueryRow(ctx, `SELECT entries FROM state_blocks WHERE block_nid = ?`, blockNID).Scan(&b); err != nil {
 		return nil, notFound(err)
 	}
-	nids, err := UnpackNIDs(b)
-	if err != nil || len(nids)%3 != 0 {
-		return nil, fmt.Errorf("storage: corrupt state block %d", blockNID)
-	}
-	out := make([]StateEntry, len(nids)/3)
-	for i := range out {
-		out[i] = StateEntry{nids[3*i], nids[3*i+1], nids[3*i+2]}
-	}
-	return out, nil
+	return decodeBlock(blockNID, b)
 }
 
 // AppendStream adds an event to the output stream and returns its position.
@@ -479,4 +471,82 @@ func (db *DB) RoomVersionOf(ctx context.Context, roomNID int64) (string, error) 
 
 func prefixed(p, cols string) string {
 	return p + strings.ReplaceAll(cols, ", ", ", "+p)
+}
+
+// SnapshotBlocksTx is SnapshotBlocks inside a write.
+func SnapshotBlocksTx(tx *Tx, snapshotNID int64) ([]int64, error) {
+	var b []byte
+	if err := tx.QueryRow(`SELECT blocks FROM state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&b); err != nil {
+		return nil, notFound(err)
+	}
+	return UnpackNIDs(b)
+}
+
+// StateBlockTx is StateBlock inside a write.
+func StateBlockTx(tx *Tx, blockNID int64) ([]StateEntry, error) {
+	var b []byte
+	if err := tx.QueryRow(`SELECT entries FROM state_blocks WHERE block_nid = ?`, blockNID).Scan(&b); err != nil {
+		return nil, notFound(err)
+	}
+	return decodeBlock(blockNID, b)
+}
+
+func decodeBlock(blockNID int64, b []byte) ([]StateEntry, error) {
+	nids, err := UnpackNIDs(b)
+	if err != nil || len(nids)%3 != 0 {
+		return nil, fmt.Errorf("storage: corrupt state block %d", blockNID)
+	}
+	out := make([]StateEntry, len(nids)/3)
+	for i := range out {
+		out[i] = StateEntry{nids[3*i], nids[3*i+1], nids[3*i+2]}
+	}
+	return out, nil
+}
+
+// RoomNIDTx returns a room's NID inside a write, or ErrNotFound.
+func RoomNIDTx(tx *Tx, roomID string) (int64, error) {
+	var nid int64
+	err := tx.QueryRow(`SELECT room_nid FROM rooms WHERE room_id = ?`, roomID).Scan(&nid)
+	return nid, notFound(err)
+}
+
+// LoggedInput is an event waiting in the durable input log.
+type LoggedInput struct {
+	Seq     int64
+	RoomID  string
+	Version string
+	Outlier bool
+	JSON    []byte
+}
+
+// AppendInputLog adds an event from another server to the input log.
+func AppendInputLog(tx *Tx, roomID, version string, outlier bool, js []byte) (int64, error) {
+	var seq int64
+	err := tx.QueryRow(`INSERT INTO input_log (room_id, version, outlier, json) VALUES (?, ?, ?, ?) RETURNING seq`,
+		roomID, version, outlier, js).Scan(&seq)
+	return seq, err
+}
+
+// DeleteInputLog removes a processed event from the input log.
+func DeleteInputLog(tx *Tx, seq int64) error {
+	_, err := tx.Exec(`DELETE FROM input_log WHERE seq = ?`, seq)
+	return err
+}
+
+// InputLog returns every event still in the input log, oldest first.
+func (db *DB) InputLog(ctx context.Context) ([]LoggedInput, error) {
+	rows, err := db.Query(ctx, `SELECT seq, room_id, version, outlier, json FROM input_log ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LoggedInput
+	for rows.Next() {
+		var l LoggedInput
+		if err := rows.Scan(&l.Seq, &l.RoomID, &l.Version, &l.Outlier, &l.JSON); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }

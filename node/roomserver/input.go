@@ -1,0 +1,626 @@
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"hearth/node/storage"
+)
+
+// InputEvent is an event from another server.
+type InputEvent struct {
+	// Origin is the server that sent it to us.
+	Origin string
+	// RoomVersion is needed when the room is new to us (joins, invites);
+	// otherwise the room's own version is used.
+	RoomVersion gomatrixserverlib.RoomVersion
+	JSON        []byte
+	// Outlier events are stored without state: auth chains and the state
+	// a join hands us. They never enter the stream.
+	Outlier bool
+}
+
+// InputResult is what became of one input event. Err is nil when the event
+// was stored (SoftFailed: stored, but not in the timeline, because the
+// room's current state forbids it).
+type InputResult struct {
+	EventID    string
+	SoftFailed bool
+	Err        error
+}
+
+// RejectedError is an event that failed auth: it is stored as rejected,
+// so it is never served or fetched again, and never counts as state.
+type RejectedError struct{ Reason string }
+
+func (e *RejectedError) Error() string { return "roomserver: rejected: " + e.Reason }
+
+// MissingEventsError names the auth or prev events (or the state at prev
+// events) needed before an event can be processed; federation fetches
+// them and tries again.
+type MissingEventsError struct {
+	IDs   []string
+	State bool // the events are known but their state is not
+}
+
+func (e *MissingEventsError) Error() string {
+	what := "events"
+	if e.State {
+		what = "state at events"
+	}
+	return fmt.Sprintf("roomserver: missing %s %s", what, strings.Join(e.IDs, ", "))
+}
+
+// remoteEvent is a parsed, verified input event waiting in the input log.
+type remoteEvent struct {
+	seq     int64
+	pdu     gomatrixserverlib.PDU
+	outlier bool
+	res     *InputResult
+}
+
+// Input processes events from other servers. Each event's signatures and
+// hashes are checked, it is written to the durable input log, and its
+// room's worker checks auth (against its auth events, the state before
+// it, and the current state) and stores it. Input returns once every event
+// is stored or refused; after a crash the log delivers what was not done.
+func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult {
+	results := make([]InputResult, len(evs))
+	var accepted []*remoteEvent
+	for i, in := range evs {
+		pdu, err := rs.parseUntrusted(ctx, in)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		results[i].EventID = pdu.EventID()
+		accepted = append(accepted, &remoteEvent{pdu: pdu, outlier: in.Outlier, res: &results[i]})
+	}
+	if len(accepted) == 0 {
+		return results
+	}
+	err := rs.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, re := range accepted {
+			seq, err := storage.AppendInputLog(tx, re.pdu.RoomID().String(), string(re.pdu.Version()), re.outlier, re.pdu.JSON())
+			if err != nil {
+				return err
+			}
+			re.seq = seq
+		}
+		return nil
+	})
+	if err != nil {
+		for _, re := range accepted {
+			re.res.Err = fmt.Errorf("roomserver: input log: %w", err)
+		}
+		return results
+	}
+	rs.dispatch(ctx, accepted)
+	return results
+}
+
+// dispatch hands logged events to their rooms' workers and waits for them.
+func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
+	byRoom := map[string][]*remoteEvent{}
+	var order []string
+	for _, re := range evs {
+		id := re.pdu.RoomID().String()
+		if byRoom[id] == nil {
+			order = append(order, id)
+		}
+		byRoom[id] = append(byRoom[id], re)
+	}
+	var reqs []*request
+	for _, roomID := range order {
+		batch := byRoom[roomID]
+		r, err := rs.remoteWorker(ctx, roomID, batch[0].pdu.Version())
+		if err == nil {
+			req := &request{ctx: context.WithoutCancel(ctx), remote: batch, done: make(chan result, 1)}
+			if err = r.enqueue(ctx, req); err == nil {
+				reqs = append(reqs, req)
+				continue
+			}
+		}
+		for _, re := range batch {
+			re.res.Err = err
+		}
+	}
+	for _, req := range reqs {
+		if res := <-req.done; res.err != nil {
+			for _, re := range req.remote {
+				if re.res.Err == nil {
+					re.res.Err = res.err
+				}
+			}
+		}
+	}
+}
+
+// remoteWorker is worker for rooms that may be new to us: a room first
+// heard of from another server gets a row (with no state yet).
+func (rs *Roomserver) remoteWorker(ctx context.Context, roomID string, version gomatrixserverlib.RoomVersion) (*room, error) {
+	r, err := rs.worker(ctx, roomID)
+	if !errors.Is(err, ErrRoomNotFound) {
+		return r, err
+	}
+	err = rs.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := storage.RoomNIDTx(tx, roomID); err == nil {
+			return nil // created by a concurrent input
+		}
+		_, err := storage.InsertRoom(tx, roomID, string(version))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("roomserver: new room %s: %w", roomID, err)
+	}
+	return rs.worker(ctx, roomID)
+}
+
+// Recover redelivers the input log after a restart.
+func (rs *Roomserver) Recover(ctx context.Context) error {
+	logged, err := rs.db.InputLog(ctx)
+	if err != nil {
+		return fmt.Errorf("roomserver: recover input log: %w", err)
+	}
+	evs := make([]*remoteEvent, 0, len(logged))
+	for _, l := range logged {
+		pdu, err := parseLogged(l.Version, l.JSON)
+		if err != nil {
+			log.Warn("dropping unparseable input log entry", "seq", l.Seq, "err", err)
+			rs.db.Write(ctx, func(tx *storage.Tx) error { return storage.DeleteInputLog(tx, l.Seq) })
+			continue
+		}
+		evs = append(evs, &remoteEvent{seq: l.Seq, pdu: pdu, outlier: l.Outlier, res: &InputResult{}})
+	}
+	if len(evs) > 0 {
+		log.Info("redelivering input log", "events", len(evs))
+		rs.dispatch(ctx, evs)
+	}
+	return nil
+}
+
+// parseUntrusted parses another server's event and checks its hashes and
+// signatures. An event whose content hash fails is redacted by parsing,
+// as the spec says; a bad signature is refused.
+func (rs *Roomserver) parseUntrusted(ctx context.Context, in InputEvent) (gomatrixserverlib.PDU, error) {
+	version := in.RoomVersion
+	if version == "" {
+		roomID, err := roomIDOf(in.JSON)
+		if err != nil {
+			return nil, &BadEventError{Reason: err.Error()}
+		}
+		v, err := rs.RoomVersion(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		version = v
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	if err != nil || !slices.Contains(SupportedVersions, version) {
+		return nil, &UnsupportedVersionError{Version: string(version)}
+	}
+	if len(in.JSON) > MaxEventSize {
+		return nil, ErrTooLarge
+	}
+	pdu, err := verImpl.NewEventFromUntrustedJSON(in.JSON)
+	if err != nil {
+		return nil, &BadEventError{Reason: err.Error()}
+	}
+	if rs.cfg.Verifier == nil {
+		return nil, errors.New("roomserver: no signature verifier configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, rs.cfg.Verifier, userIDForSender); err != nil {
+		return nil, &BadEventError{Reason: "signatures: " + err.Error()}
+	}
+	return pdu, nil
+}
+
+// roomIDOf reads room_id from event JSON without parsing the event.
+func roomIDOf(js []byte) (string, error) {
+	var v struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := jsonUnmarshal(js, &v); err != nil || v.RoomID == "" {
+		return "", errors.New("event has no room_id")
+	}
+	return v.RoomID, nil
+}
+
+// createEventID is the create event's ID in rooms whose ID derives from it.
+func (r *room) createEventID() string {
+	if r.ver.DomainlessRoomIDs() {
+		return "$" + r.row.ID[1:]
+	}
+	return ""
+}
+
+// input stores one remote event, following the spec's checks in order.
+func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
+	ev := re.pdu
+	res := re.res
+	if old, err := storage.EventByIDTx(tx, ev.EventID()); err == nil {
+		// Seen before: as good as stored now (an outlier arriving again as
+		// a timeline event keeps its outlier row for now).
+		if old.Rejected {
+			res.Err = &RejectedError{Reason: "previously rejected"}
+		}
+		return nil, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+
+	// 1. Auth against the event's own auth events.
+	authIDs := ev.AuthEventIDs()
+	isCreate := ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("")
+	if c := r.createEventID(); c != "" && !isCreate {
+		authIDs = append(authIDs, c)
+	}
+	authRows, missing, err := r.eventsByID(tx, authIDs)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		res.Err = &MissingEventsError{IDs: missing}
+		return nil, nil
+	}
+	authPDUs := make([]gomatrixserverlib.PDU, 0, len(authRows))
+	for _, row := range authRows {
+		if row.Rejected {
+			return nil, r.storeRejected(tx, ev, 0, res, "auth event "+row.ID+" was rejected")
+		}
+		p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		authPDUs = append(authPDUs, p)
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
+	if err != nil {
+		return nil, r.storeRejected(tx, ev, 0, res, err.Error())
+	}
+	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		return nil, r.storeRejected(tx, ev, 0, res, err.Error())
+	}
+	if re.outlier {
+		_, err := r.insert(tx, ev, 0, false)
+		return nil, err
+	}
+
+	// 2. Auth against the state before the event.
+	before, err := r.stateBefore(tx, ev, res)
+	if err != nil || res.Err != nil {
+		return nil, err
+	}
+	beforePDUs, err := r.pdus(tx, before.state)
+	if err != nil {
+		return nil, err
+	}
+	beforeAuth, err := gomatrixserverlib.NewAuthEvents(beforePDUs)
+	if err != nil {
+		return nil, err
+	}
+	if err := gomatrixserverlib.Allowed(ev, beforeAuth, userIDForSender); err != nil {
+		return nil, r.storeRejected(tx, ev, before.nid, res, "state before: "+err.Error())
+	}
+
+	// 3. Auth against the current state: failing here soft-fails the
+	// event, which is kept but neither served to clients nor built on.
+	if !isCreate || r.row.SnapshotNID != 0 {
+		if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
+			if _, err := r.insert(tx, ev, before.nid, false); err != nil {
+				return nil, err
+			}
+			res.SoftFailed = true
+			log.Info("soft-failed event", "room", r.row.ID, "event", ev.EventID(), "reason", err)
+			return nil, nil
+		}
+	}
+
+	nid, err := r.insert(tx, ev, before.nid, false)
+	if err != nil {
+		return nil, err
+	}
+	return r.advance(tx, ev, nid, before)
+}
+
+// eventsByID loads events by ID inside a write, returning the IDs missing.
+func (r *room) eventsByID(tx *storage.Tx, ids []string) ([]*storage.Event, []string, error) {
+	var rows []*storage.Event
+	var missing []string
+	for _, id := range ids {
+		row, err := storage.EventByIDTx(tx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			missing = append(missing, id)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, missing, nil
+}
+
+// stateAfterRow is the state after a stored, non-outlier event.
+func (r *room) stateAfterRow(tx *storage.Tx, row *storage.Event) (*snapshot, error) {
+	s, err := r.rs.loadSnapshot(tx, row.SnapshotNID)
+	if err != nil {
+		return nil, err
+	}
+	if row.KeyNID != 0 && !row.Rejected {
+		after := make(stateMap, len(s.state)+1)
+		for k, v := range s.state {
+			after[k] = v
+		}
+		after[stateKeyNIDs{row.TypeNID, row.KeyNID}] = row.NID
+		// base stays s: storing this state rewrites one block of it.
+		return &snapshot{nid: 0, blocks: s.blocks, state: after}, nil
+	}
+	return s, nil
+}
+
+// stateBefore works out (and stores) the state before a remote event: the
+// state after its prev event, or the resolution of the states after each
+// of its prev events.
+func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, res *InputResult) (*snapshot, error) {
+	prevRows, missing, err := r.eventsByID(tx, ev.PrevEventIDs())
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		res.Err = &MissingEventsError{IDs: missing}
+		return nil, nil
+	}
+	var noState []string
+	for _, p := range prevRows {
+		if p.SnapshotNID == 0 {
+			noState = append(noState, p.ID)
+		}
+	}
+	if len(noState) > 0 {
+		res.Err = &MissingEventsError{IDs: noState, State: true}
+		return nil, nil
+	}
+	if len(prevRows) == 0 { // the create event
+		return r.rs.storeState(tx, r.row.NID, nil, stateMap{})
+	}
+	sets := make([]*snapshot, len(prevRows))
+	for i, p := range prevRows {
+		if sets[i], err = r.stateAfterRow(tx, p); err != nil {
+			return nil, err
+		}
+	}
+	state := sets[0].state
+	if len(sets) > 1 {
+		if state, err = r.resolve(tx, sets); err != nil {
+			return nil, err
+		}
+	}
+	return r.rs.storeState(tx, r.row.NID, sets[0], state)
+}
+
+// storeRejected keeps a rejected event so it is never fetched or accepted
+// again; it is never served, never state, never a prev event of ours.
+func (r *room) storeRejected(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, res *InputResult, reason string) error {
+	res.Err = &RejectedError{Reason: reason}
+	log.Info("rejected event", "room", r.row.ID, "event", ev.EventID(), "reason", reason)
+	_, err := r.insert(tx, ev, snapshotNID, true)
+	return err
+}
+
+// insert writes an event row (not the stream, not the state).
+func (r *room) insert(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool) (int64, error) {
+	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
+	if err != nil {
+		return 0, err
+	}
+	var keyNID int64
+	if sk := ev.StateKey(); sk != nil {
+		if keyNID, err = r.rs.nids.keyNID(tx, r.pending, *sk); err != nil {
+			return 0, err
+		}
+	}
+	return storage.InsertEvent(tx, &storage.Event{
+		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
+		Depth: ev.Depth(), SnapshotNID: snapshotNID, Rejected: rejected, Redacted: ev.Redacted(), JSON: ev.JSON(),
+	})
+}
+
+// advance makes a stored event a forward extremity, recomputes the
+// room's current state and appends the event to the stream.
+func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid int64, before *snapshot) (*Output, error) {
+	prevs := map[string]bool{}
+	for _, p := range ev.PrevEventIDs() {
+		prevs[p] = true
+	}
+	extension := true
+	var exts []int64
+	var extIDs []string
+	for i, id := range r.extIDs {
+		if prevs[id] {
+			continue
+		}
+		extension = false
+		exts = append(exts, r.row.Extremities[i])
+		extIDs = append(extIDs, id)
+	}
+	exts = append(exts, nid)
+	extIDs = append(extIDs, ev.EventID())
+
+	after := before.state
+	if ev.StateKey() != nil {
+		after = make(stateMap, len(before.state)+1)
+		for k, v := range before.state {
+			after[k] = v
+		}
+		row, err := storage.EventsByNIDTx(tx, []int64{nid})
+		if err != nil || len(row) != 1 {
+			return nil, fmt.Errorf("reload event %s: %w", ev.EventID(), err)
+		}
+		after[stateKeyNIDs{row[0].TypeNID, row[0].KeyNID}] = nid
+	}
+	if !extension {
+		sets := []*snapshot{{state: after}}
+		rows, err := storage.EventsByNIDTx(tx, exts[:len(exts)-1])
+		if err != nil {
+			return nil, err
+		}
+		for _, row := range rows {
+			s, err := r.stateAfterRow(tx, row)
+			if err != nil {
+				return nil, err
+			}
+			sets = append(sets, s)
+		}
+		if after, err = r.resolve(tx, sets); err != nil {
+			return nil, err
+		}
+	}
+	if len(exts) > maxPrevEvents*5 {
+		// Keep the newest: an old fork far behind adds nothing but size.
+		exts, extIDs = exts[len(exts)-maxPrevEvents*5:], extIDs[len(extIDs)-maxPrevEvents*5:]
+	}
+
+	out := &Output{RoomID: r.row.ID, Event: ev}
+	adds, removes, added, err := r.setCurrent(tx, after, out)
+	if err != nil {
+		return nil, err
+	}
+	if out.Pos, err = storage.AppendStream(tx, r.row.NID, nid, adds, removes); err != nil {
+		return nil, err
+	}
+	if err := storage.SetStreamPos(tx, nid, out.Pos); err != nil {
+		return nil, err
+	}
+	for _, e := range added {
+		if err := r.recordMembership(tx, e, out.Pos); err != nil {
+			return nil, err
+		}
+	}
+	if ev.Type() == spec.MRoomRedaction {
+		if err := r.redact(tx, ev); err != nil {
+			return nil, err
+		}
+	}
+	r.row.Extremities, r.extIDs = exts, extIDs
+	r.row.Depth = max(r.row.Depth, ev.Depth())
+	return out, nil
+}
+
+// setCurrent replaces the room's current state with state, recording the
+// difference in out and in the current_state table.
+func (r *room) setCurrent(tx *storage.Tx, state stateMap, out *Output) (adds, removes []int64, added []*entry, err error) {
+	cur := make(stateMap, len(r.st.state))
+	for _, e := range r.st.state {
+		cur[stateKeyNIDs{e.typeNID, e.keyNID}] = e.eventNID
+	}
+	var set, del []storage.StateEntry
+	for k, v := range state {
+		if old, ok := cur[k]; !ok || old != v {
+			adds = append(adds, v)
+			set = append(set, storage.StateEntry{TypeNID: k.typeNID, KeyNID: k.keyNID, EventNID: v})
+			if ok {
+				removes = append(removes, old)
+			}
+		}
+	}
+	for k, old := range cur {
+		if _, ok := state[k]; !ok {
+			removes = append(removes, old)
+			del = append(del, storage.StateEntry{TypeNID: k.typeNID, KeyNID: k.keyNID, EventNID: old})
+		}
+	}
+	if len(adds) == 0 && len(removes) == 0 {
+		return nil, nil, nil, nil
+	}
+	base := &snapshot{nid: r.st.snapshot, blocks: r.st.blocks, state: cur}
+	if r.st.snapshot == 0 {
+		base = nil
+	}
+	snap, err := r.rs.storeState(tx, r.row.NID, base, state)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r.st.snapshot, r.st.blocks = snap.nid, snap.blocks
+	r.row.SnapshotNID = snap.nid
+
+	rows, err := storage.EventsByNIDTx(tx, append(append([]int64{}, adds...), removes...))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	byNID := map[int64]*storage.Event{}
+	for _, row := range rows {
+		byNID[row.NID] = row
+	}
+	for _, nid := range removes {
+		row := byNID[nid]
+		out.Removes = append(out.Removes, row.ID)
+		if _, replaced := state[stateKeyNIDs{row.TypeNID, row.KeyNID}]; !replaced {
+			p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			r.st.remove(tuple{EventType: p.Type(), StateKey: *p.StateKey()})
+		}
+	}
+	for _, nid := range adds {
+		row := byNID[nid]
+		out.Adds = append(out.Adds, row.ID)
+		p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		e := &entry{typeNID: row.TypeNID, keyNID: row.KeyNID, eventNID: nid, pdu: p}
+		r.st.put(tuple{EventType: p.Type(), StateKey: *p.StateKey()}, e)
+		added = append(added, e)
+	}
+	return adds, removes, added, storage.SetCurrentState(tx, r.row.NID, set, del)
+}
+
+// recordMembership updates the membership table for an added state event.
+func (r *room) recordMembership(tx *storage.Tx, e *entry, pos int64) error {
+	if e.pdu.Type() != spec.MRoomMember {
+		return nil
+	}
+	m, err := e.pdu.Membership()
+	if err != nil {
+		return err
+	}
+	return storage.SetMembership(tx, *e.pdu.StateKey(), r.row.NID, m, e.eventNID, pos)
+}
+
+// pdus parses the events of a state map.
+func (r *room) pdus(tx *storage.Tx, state stateMap) ([]gomatrixserverlib.PDU, error) {
+	nids := make([]int64, 0, len(state))
+	for _, v := range state {
+		nids = append(nids, v)
+	}
+	rows, err := storage.EventsByNIDTx(tx, nids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]gomatrixserverlib.PDU, 0, len(rows))
+	for _, row := range rows {
+		p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// parseLogged parses an input log entry: verified before it was logged.
+func parseLogged(version string, js []byte) (gomatrixserverlib.PDU, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
+	if err != nil {
+		return nil, err
+	}
+	return verImpl.NewEventFromTrustedJSON(js, false)
+}

@@ -1,0 +1,277 @@
+package roomserver_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"hearth/node/roomserver"
+	"hearth/node/storage"
+)
+
+// outputs returns (and forgets) what a server's stream emitted.
+func (h *harness) takeOutputs() []roomserver.Output {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.outs
+	h.outs = nil
+	return o
+}
+
+// relay feeds every event from's stream emitted so far into to, as
+// federation would, and fails the test on any refusal.
+func relay(t *testing.T, from, to *harness) {
+	t.Helper()
+	var in []roomserver.InputEvent
+	for _, o := range from.takeOutputs() {
+		in = append(in, roomserver.InputEvent{Origin: from.name, RoomVersion: o.Event.Version(), JSON: o.Event.JSON()})
+	}
+	for _, r := range to.rs.Input(context.Background(), in) {
+		if r.Err != nil || r.SoftFailed {
+			t.Fatalf("relay %s: %+v", r.EventID, r)
+		}
+	}
+}
+
+// build signs an event of h's by hand, with chosen prev events and time,
+// to make forks a single roomserver never would.
+func (h *harness) build(t *testing.T, roomID string, ne roomserver.NewEvent, prev []string, depth int64, auth []string, ts time.Time) gomatrixserverlib.PDU {
+	t.Helper()
+	ver, err := h.rs.RoomVersion(context.Background(), roomID)
+	if err != nil {
+		ver = gomatrixserverlib.RoomVersionV11 // a server outside the room
+	}
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: ne.Sender, RoomID: roomID, Type: ne.Type, StateKey: ne.StateKey,
+		Content: spec.RawJSON(ne.Content), PrevEvents: prev, AuthEvents: auth, Depth: depth,
+	}
+	ev, err := gomatrixserverlib.MustGetRoomVersion(ver).NewEventBuilderFromProtoEvent(&proto).
+		Build(ts, spec.ServerName(h.name), "ed25519:p2p", h.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func input(h *harness, origin string, evs ...gomatrixserverlib.PDU) []roomserver.InputResult {
+	in := make([]roomserver.InputEvent, len(evs))
+	for i, ev := range evs {
+		in[i] = roomserver.InputEvent{Origin: origin, JSON: ev.JSON()}
+	}
+	return h.rs.Input(context.Background(), in)
+}
+
+func TestFederatedRoomForksAndResolves(t *testing.T) {
+	// Version 12 is left out: see roomserver.UnstableVersions.
+	for _, v := range roomserver.StableVersions {
+		t.Run("v"+string(v), func(t *testing.T) { testForks(t, v) })
+	}
+}
+
+func testForks(t *testing.T, version gomatrixserverlib.RoomVersion) {
+	ctx := context.Background()
+	keys := map[string]ed25519.PublicKey{}
+	a := newServer(t, "a.test", keys)
+	b := newServer(t, "b.test", keys)
+	alice, bob := "@alice:a.test", "@bob:b.test"
+
+	// Bob's server creates a public room; A learns it event by event.
+	room := b.createRoom(version, bob)
+	b.send(room, roomserver.NewEvent{Sender: bob, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
+	relay(t, b, a)
+	// Alice joins on A; B learns it.
+	a.send(room, member(alice, alice, "join"))
+	relay(t, a, b)
+	if m, _ := b.rs.Membership(ctx, room, alice); m != "join" {
+		t.Fatalf("B sees alice as %q", m)
+	}
+
+	// Two topic changes by Bob on top of the same event: a fork.
+	st, _ := a.rs.CurrentState(ctx, room)
+	var prev string
+	var depth int64
+	for _, e := range st {
+		if e.Type() == spec.MRoomMember && *e.StateKey() == alice {
+			prev, depth = e.EventID(), e.Depth()
+		}
+	}
+	auth := func() []string {
+		var ids []string
+		for _, e := range st {
+			switch {
+			case e.Type() == spec.MRoomPowerLevels,
+				e.Type() == spec.MRoomMember && *e.StateKey() == bob,
+				e.Type() == spec.MRoomCreate && version != gomatrixserverlib.RoomVersionV12:
+				ids = append(ids, e.EventID())
+			}
+		}
+		return ids
+	}()
+	t0 := time.Now()
+	x := b.build(t, room, roomserver.NewEvent{Sender: bob, Type: "m.room.topic", StateKey: sk(""), Content: js(map[string]string{"topic": "earlier"})}, []string{prev}, depth+1, auth, t0)
+	y := b.build(t, room, roomserver.NewEvent{Sender: bob, Type: "m.room.topic", StateKey: sk(""), Content: js(map[string]string{"topic": "later"})}, []string{prev}, depth+1, auth, t0.Add(time.Second))
+	for _, r := range input(a, "b.test", y, x) {
+		if r.Err != nil || r.SoftFailed {
+			t.Fatalf("fork event %s: %+v", r.EventID, r)
+		}
+	}
+	// A's next event merges both branches, and the resolved state holds
+	// the later topic whatever order the branches arrived in.
+	merge := a.send(room, msg(alice, "merge"))[0]
+	ev, _ := a.rs.Event(ctx, merge)
+	if len(ev.PrevEventIDs()) != 2 {
+		t.Fatalf("merge event has prev_events %v, want both branches", ev.PrevEventIDs())
+	}
+	topic, _ := a.rs.StateEvent(ctx, room, "m.room.topic", "")
+	if topic == nil || topic.EventID() != y.EventID() {
+		t.Fatalf("resolved topic is %v, want the later one %s", topic, y.EventID())
+	}
+	// The state survives a restart (read back from snapshots).
+	a.reopen()
+	if topic, _ := a.rs.StateEvent(ctx, room, "m.room.topic", ""); topic == nil || topic.EventID() != y.EventID() {
+		t.Fatal("resolved topic lost on restart")
+	}
+	after, err := a.rs.StateAfter(ctx, merge)
+	if err != nil || len(after) == 0 {
+		t.Fatalf("state after merge: %v", err)
+	}
+}
+
+func TestHostileInput(t *testing.T) {
+	ctx := context.Background()
+	keys := map[string]ed25519.PublicKey{}
+	a := newServer(t, "a.test", keys)
+	b := newServer(t, "b.test", keys)
+	evil := newServer(t, "evil.test", keys)
+	alice, bob := "@alice:a.test", "@bob:b.test"
+	room := a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
+	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
+	relay(t, a, b)
+	b.send(room, member(bob, bob, "join"))
+	relay(t, b, a)
+	b.takeOutputs()
+
+	st, _ := a.rs.CurrentState(ctx, room)
+	authFor := func(sender string) []string {
+		var ids []string
+		for _, e := range st {
+			if e.Type() == spec.MRoomCreate || e.Type() == spec.MRoomPowerLevels ||
+				e.Type() == spec.MRoomMember && *e.StateKey() == sender {
+				ids = append(ids, e.EventID())
+			}
+		}
+		return ids
+	}
+	exts := func() ([]string, int64) {
+		r, _ := a.db.RoomByID(ctx, room)
+		evs, _ := a.db.EventsByNID(ctx, r.Extremities)
+		var ids []string
+		for _, e := range evs {
+			ids = append(ids, e.ID)
+		}
+		return ids, r.Depth
+	}
+	prev, depth := exts()
+
+	// Forged: evil.test signs an event claiming to be from bob on b.test.
+	forged := evil.build(t, room, msg(bob, "I am bob"), prev, depth+1, authFor(bob), time.Now())
+	// Bad auth: a properly signed message from a user who never joined.
+	mallory := "@mallory:evil.test"
+	notMember := evil.build(t, room, msg(mallory, "let me in"), prev, depth+1, authFor(mallory), time.Now())
+	// State reset: bob (power 0) makes himself admin.
+	reset := b.build(t, room, roomserver.NewEvent{Sender: bob, Type: spec.MRoomPowerLevels, StateKey: sk(""),
+		Content: js(map[string]any{"users": map[string]int{bob: 100}})}, prev, depth+1, authFor(bob), time.Now())
+	// Tampered: content changed after signing.
+	tampered := []byte(string(b.build(t, room, msg(bob, "original"), prev, depth+1, authFor(bob), time.Now()).JSON()))
+	tampered = []byte(replaceOnce(string(tampered), "original", "tampered"))
+
+	res := a.rs.Input(ctx, []roomserver.InputEvent{
+		{Origin: "evil.test", JSON: forged.JSON()},
+		{Origin: "evil.test", JSON: notMember.JSON()},
+		{Origin: "b.test", JSON: reset.JSON()},
+		{Origin: "b.test", JSON: tampered},
+		{Origin: "b.test", JSON: []byte(`{"room_id":"` + room + `","type":`)},
+	})
+	var bad *roomserver.BadEventError
+	var rej *roomserver.RejectedError
+	if !errors.As(res[0].Err, &bad) {
+		t.Errorf("forged signature: %+v", res[0])
+	}
+	if !errors.As(res[1].Err, &rej) {
+		t.Errorf("non-member message: %+v", res[1])
+	}
+	if !errors.As(res[2].Err, &rej) {
+		t.Errorf("power level reset: %+v", res[2])
+	}
+	if res[3].Err != nil {
+		t.Errorf("tampered content should be accepted redacted: %+v", res[3])
+	}
+	if !errors.As(res[4].Err, &bad) {
+		t.Errorf("truncated JSON: %+v", res[4])
+	}
+	for _, ev := range []gomatrixserverlib.PDU{forged, notMember, reset} {
+		if _, err := a.rs.Event(ctx, ev.EventID()); !errors.Is(err, roomserver.ErrEventNotFound) {
+			t.Errorf("invalid event %s is served: %v", ev.EventID(), err)
+		}
+	}
+	if pl, _ := a.rs.StateEvent(ctx, room, spec.MRoomPowerLevels, ""); pl.EventID() == reset.EventID() {
+		t.Error("state reset took effect")
+	}
+	if got, _ := a.rs.Event(ctx, res[3].EventID); got == nil || !got.Redacted() {
+		t.Error("tampered event not stored redacted")
+	}
+}
+
+func replaceOnce(s, old, new string) string {
+	for i := 0; i+len(old) <= len(s); i++ {
+		if s[i:i+len(old)] == old {
+			return s[:i] + new + s[i+len(old):]
+		}
+	}
+	return s
+}
+
+func TestInputLogRedeliveredAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	keys := map[string]ed25519.PublicKey{}
+	a := newServer(t, "a.test", keys)
+	b := newServer(t, "b.test", keys)
+	room := b.createRoom(gomatrixserverlib.RoomVersionV12, "@bob:b.test")
+	outs := b.takeOutputs()
+
+	// The events reached A's input log, then A died before processing.
+	a.close()
+	db, err := storage.Open(storage.Options{Path: a.path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.MigrateRooms()
+	err = db.Write(ctx, func(tx *storage.Tx) error {
+		for _, o := range outs {
+			if _, err := storage.AppendInputLog(tx, o.RoomID, string(o.Event.Version()), false, o.Event.JSON()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.open()
+	if err := a.rs.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.rs.CurrentState(ctx, room)
+	if err != nil || len(st) != 5 {
+		t.Fatalf("after redelivery A has %d state events (%v), want 5", len(st), err)
+	}
+	if left, _ := a.db.InputLog(ctx); len(left) != 0 {
+		t.Fatalf("%d events left in the input log", len(left))
+	}
+}

@@ -1,0 +1,143 @@
+package roomserver
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"hearth/node/storage"
+)
+
+// stateKeyNIDs identifies a state slot by NIDs.
+type stateKeyNIDs struct{ typeNID, keyNID int64 }
+
+// stateMap is a full room state by NIDs: slot → event NID.
+type stateMap map[stateKeyNIDs]int64
+
+// snapshot is a stored state snapshot with its blocks loaded.
+type snapshot struct {
+	nid    int64
+	blocks [numBlocks]int64
+	state  stateMap
+}
+
+// blockCache keeps decoded state blocks; blocks never change once written.
+type blockCache struct {
+	mu sync.Mutex
+	m  map[int64][]storage.StateEntry
+}
+
+const maxCachedBlocks = 4096
+
+// loadSnapshot reads a snapshot and its entries. Inside a write it must
+// read through tx, as the snapshot may have been written by it.
+func (rs *Roomserver) loadSnapshot(tx *storage.Tx, nid int64) (*snapshot, error) {
+	blocks, err := storage.SnapshotBlocksTx(tx, nid)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %d: %w", nid, err)
+	}
+	s := &snapshot{nid: nid, state: stateMap{}}
+	copy(s.blocks[:], blocks)
+	for _, b := range blocks {
+		if b == 0 {
+			continue
+		}
+		es, err := rs.blockEntries(tx, b)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			s.state[stateKeyNIDs{e.TypeNID, e.KeyNID}] = e.EventNID
+		}
+	}
+	return s, nil
+}
+
+func (rs *Roomserver) blockEntries(tx *storage.Tx, nid int64) ([]storage.StateEntry, error) {
+	c := &rs.blocks
+	c.mu.Lock()
+	es, ok := c.m[nid]
+	c.mu.Unlock()
+	if ok {
+		return es, nil
+	}
+	es, err := storage.StateBlockTx(tx, nid)
+	if err != nil {
+		return nil, fmt.Errorf("state block %d: %w", nid, err)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedBlocks {
+		c.m = map[int64][]storage.StateEntry{} // crude, but bounded
+	}
+	c.m[nid] = es
+	c.mu.Unlock()
+	return es, nil
+}
+
+// storeState stores state as a snapshot, reusing every block of base whose
+// bucket did not change. It returns base itself when nothing changed.
+func (rs *Roomserver) storeState(tx *storage.Tx, roomNID int64, base *snapshot, state stateMap) (*snapshot, error) {
+	var buckets [numBlocks][]storage.StateEntry
+	for k, ev := range state {
+		b := bucketOf(k.typeNID, k.keyNID)
+		buckets[b] = append(buckets[b], storage.StateEntry{TypeNID: k.typeNID, KeyNID: k.keyNID, EventNID: ev})
+	}
+	out := &snapshot{state: state}
+	changed := base == nil
+	for b := range buckets {
+		es := buckets[b]
+		slices.SortFunc(es, compareEntries)
+		if base != nil {
+			old, err := rs.bucketEntries(tx, base, b)
+			if err != nil {
+				return nil, err
+			}
+			if slices.Equal(old, es) {
+				out.blocks[b] = base.blocks[b]
+				continue
+			}
+		}
+		changed = true
+		if len(es) == 0 {
+			continue
+		}
+		nid, err := storage.InsertStateBlock(tx, es)
+		if err != nil {
+			return nil, err
+		}
+		out.blocks[b] = nid
+	}
+	if !changed {
+		return base, nil
+	}
+	nid, err := storage.InsertSnapshot(tx, roomNID, out.blocks[:])
+	if err != nil {
+		return nil, err
+	}
+	out.nid = nid
+	return out, nil
+}
+
+func (rs *Roomserver) bucketEntries(tx *storage.Tx, s *snapshot, b int) ([]storage.StateEntry, error) {
+	if s.blocks[b] == 0 {
+		return nil, nil
+	}
+	return rs.blockEntries(tx, s.blocks[b])
+}
+
+func compareEntries(a, b storage.StateEntry) int {
+	if a.TypeNID != b.TypeNID {
+		return cmpInt(a.TypeNID, b.TypeNID)
+	}
+	return cmpInt(a.KeyNID, b.KeyNID)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
