@@ -24,6 +24,14 @@ type InputEvent struct {
 	// Outlier events are stored without state: auth chains and the state
 	// a join hands us. They never enter the stream.
 	Outlier bool
+	// StateBefore, when set, is the state before the event (from
+	// send_join or /state_ids), used instead of the state after its prev
+	// events, which we may not have. Every listed event must be stored.
+	StateBefore []string
+	// Backfilled events are history older than what we hold: stored with
+	// their state, but never in the sync stream, never a forward
+	// extremity, and they never change the current state.
+	Backfilled bool
 }
 
 // InputResult is what became of one input event. Err is nil when the event
@@ -59,10 +67,12 @@ func (e *MissingEventsError) Error() string {
 
 // remoteEvent is a parsed, verified input event waiting in the input log.
 type remoteEvent struct {
-	seq     int64
-	pdu     gomatrixserverlib.PDU
-	outlier bool
-	res     *InputResult
+	seq         int64
+	pdu         gomatrixserverlib.PDU
+	outlier     bool
+	backfilled  bool
+	stateBefore []string
+	res         *InputResult
 }
 
 // Input processes events from other servers. Each event's signatures and
@@ -80,14 +90,17 @@ func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult
 			continue
 		}
 		results[i].EventID = pdu.EventID()
-		accepted = append(accepted, &remoteEvent{pdu: pdu, outlier: in.Outlier, res: &results[i]})
+		accepted = append(accepted, &remoteEvent{pdu: pdu, outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]})
 	}
 	if len(accepted) == 0 {
 		return results
 	}
 	err := rs.db.Write(ctx, func(tx *storage.Tx) error {
 		for _, re := range accepted {
-			seq, err := storage.AppendInputLog(tx, re.pdu.RoomID().String(), string(re.pdu.Version()), re.outlier, re.pdu.JSON())
+			seq, err := storage.AppendInputLog(tx, storage.LoggedInput{
+				RoomID: re.pdu.RoomID().String(), Version: string(re.pdu.Version()), Outlier: re.outlier,
+				Backfilled: re.backfilled, StateBefore: re.stateBefore, JSON: re.pdu.JSON(),
+			})
 			if err != nil {
 				return err
 			}
@@ -176,7 +189,7 @@ func (rs *Roomserver) Recover(ctx context.Context) error {
 			rs.db.Write(ctx, func(tx *storage.Tx) error { return storage.DeleteInputLog(tx, l.Seq) })
 			continue
 		}
-		evs = append(evs, &remoteEvent{seq: l.Seq, pdu: pdu, outlier: l.Outlier, res: &InputResult{}})
+		evs = append(evs, &remoteEvent{seq: l.Seq, pdu: pdu, outlier: l.Outlier, backfilled: l.Backfilled, stateBefore: l.StateBefore, res: &InputResult{}})
 	}
 	if len(evs) > 0 {
 		log.Info("redelivering input log", "events", len(evs))
@@ -293,7 +306,7 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	}
 
 	// 2. Auth against the state before the event.
-	before, err := r.stateBefore(tx, ev, res)
+	before, err := r.stateBefore(tx, ev, re.stateBefore, res)
 	if err != nil || res.Err != nil {
 		return nil, err
 	}
@@ -309,9 +322,14 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 		return nil, r.storeRejected(tx, ev, before.nid, res, "state before: "+err.Error())
 	}
 
+	if re.backfilled {
+		_, err := r.insert(tx, ev, before.nid, false)
+		return nil, err
+	}
+
 	// 3. Auth against the current state: failing here soft-fails the
 	// event, which is kept but neither served to clients nor built on.
-	if !isCreate || r.row.SnapshotNID != 0 {
+	if r.row.SnapshotNID != 0 {
 		if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
 			if _, err := r.insert(tx, ev, before.nid, false); err != nil {
 				return nil, err
@@ -368,7 +386,24 @@ func (r *room) stateAfterRow(tx *storage.Tx, row *storage.Event) (*snapshot, err
 // stateBefore works out (and stores) the state before a remote event: the
 // state after its prev event, or the resolution of the states after each
 // of its prev events.
-func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, res *InputResult) (*snapshot, error) {
+func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, given []string, res *InputResult) (*snapshot, error) {
+	if given != nil {
+		rows, missing, err := r.eventsByID(tx, given)
+		if err != nil {
+			return nil, err
+		}
+		if len(missing) > 0 {
+			res.Err = &MissingEventsError{IDs: missing}
+			return nil, nil
+		}
+		state := stateMap{}
+		for _, row := range rows {
+			if row.KeyNID != 0 && !row.Rejected {
+				state[stateKeyNIDs{row.TypeNID, row.KeyNID}] = row.NID
+			}
+		}
+		return r.rs.storeState(tx, r.row.NID, nil, state)
+	}
 	prevRows, missing, err := r.eventsByID(tx, ev.PrevEventIDs())
 	if err != nil {
 		return nil, err

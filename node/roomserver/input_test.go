@@ -253,7 +253,7 @@ func TestInputLogRedeliveredAfterCrash(t *testing.T) {
 	db.MigrateRooms()
 	err = db.Write(ctx, func(tx *storage.Tx) error {
 		for _, o := range outs {
-			if _, err := storage.AppendInputLog(tx, o.RoomID, string(o.Event.Version()), false, o.Event.JSON()); err != nil {
+			if _, err := storage.AppendInputLog(tx, storage.LoggedInput{RoomID: o.RoomID, Version: string(o.Event.Version()), JSON: o.Event.JSON()}); err != nil {
 				return err
 			}
 		}

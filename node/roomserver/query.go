@@ -118,9 +118,22 @@ func (rs *Roomserver) event(ctx context.Context, eventID string) (*storage.Event
 
 // StateAfter returns the room state after an event.
 func (rs *Roomserver) StateAfter(ctx context.Context, eventID string) ([]gomatrixserverlib.PDU, error) {
+	return rs.stateAt(ctx, eventID, true)
+}
+
+// StateBefore returns the room state before an event: what /state_ids
+// serves for it.
+func (rs *Roomserver) StateBefore(ctx context.Context, eventID string) ([]gomatrixserverlib.PDU, error) {
+	return rs.stateAt(ctx, eventID, false)
+}
+
+func (rs *Roomserver) stateAt(ctx context.Context, eventID string, after bool) ([]gomatrixserverlib.PDU, error) {
 	ev, ver, err := rs.event(ctx, eventID)
 	if err != nil {
 		return nil, err
+	}
+	if !after {
+		ev.KeyNID = 0 // do not layer the event itself on top
 	}
 	if ev.SnapshotNID == 0 {
 		return nil, fmt.Errorf("roomserver: event %s is an outlier: its state is unknown", eventID)
@@ -164,4 +177,56 @@ func (rs *Roomserver) snapshotEntries(ctx context.Context, snapshotNID int64) ([
 		out = append(out, es...)
 	}
 	return out, nil
+}
+
+// AuthChain returns the full auth chain of the given events (not the
+// events themselves), for send_join and /event_auth answers.
+func (rs *Roomserver) AuthChain(ctx context.Context, eventIDs []string) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	queue := []string{}
+	var version string
+	for _, id := range eventIDs {
+		ev, ver, err := rs.event(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		version = ver
+		p, err := rs.parse(ver, ev.ID, ev.JSON, ev.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		queue = append(queue, authEventIDs(p)...)
+	}
+	var out []gomatrixserverlib.PDU
+	for len(queue) > 0 {
+		id := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		ev, err := rs.db.EventByID(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("roomserver: auth chain: %s: %w", id, err)
+		}
+		p, err := rs.parse(version, ev.ID, ev.JSON, ev.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+		queue = append(queue, authEventIDs(p)...)
+	}
+	return out, nil
+}
+
+// authEventIDs lists an event's auth events, with the create event that
+// room version 12 leaves out.
+func authEventIDs(p gomatrixserverlib.PDU) []string {
+	ids := p.AuthEventIDs()
+	verImpl, err := gomatrixserverlib.GetRoomVersion(p.Version())
+	isCreate := p.Type() == spec.MRoomCreate && p.StateKeyEquals("")
+	if err == nil && verImpl.DomainlessRoomIDs() && !isCreate {
+		ids = append(ids, "$"+p.RoomID().String()[1:])
+	}
+	return ids
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -23,7 +24,10 @@ type request struct {
 	ctx    context.Context
 	local  []NewEvent
 	remote []*remoteEvent
-	done   chan result
+	// read, when set, runs in the worker against its in-memory state and
+	// writes nothing.
+	read func(*room) error
+	done chan result
 }
 
 type result struct {
@@ -97,11 +101,21 @@ func (r *room) process(batch []*request) {
 			return
 		}
 	}
+	if !slices.ContainsFunc(batch, func(req *request) bool { return req.read == nil }) {
+		for _, req := range batch {
+			req.done <- result{err: req.read(r)}
+		}
+		return
+	}
 	err := r.rs.db.Write(context.Background(), func(tx *storage.Tx) error {
 		outs = outs[:0]
 		for i, req := range batch {
 			if err := req.ctx.Err(); err != nil {
 				results[i] = result{err: err}
+				continue
+			}
+			if req.read != nil {
+				results[i] = result{err: req.read(r)}
 				continue
 			}
 			if req.remote != nil {
@@ -310,6 +324,27 @@ func (r *room) send(tx *storage.Tx, ne NewEvent) (Output, string, error) {
 
 // build makes a signed event on top of the room's forward extremities.
 func (r *room) build(ne NewEvent) (gomatrixserverlib.PDU, error) {
+	eb, err := r.builder(ne)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := eb.Build(time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
+	var ve gomatrixserverlib.EventValidationError
+	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
+		return nil, ErrTooLarge
+	}
+	if err != nil {
+		return nil, &BadEventError{Reason: err.Error()}
+	}
+	if len(ev.JSON()) > MaxEventSize {
+		return nil, ErrTooLarge
+	}
+	return ev, nil
+}
+
+// builder prepares an event on top of the room's forward extremities,
+// with its auth events from the current state.
+func (r *room) builder(ne NewEvent) (*gomatrixserverlib.EventBuilder, error) {
 	if _, err := spec.NewUserID(ne.Sender, true); err != nil {
 		return nil, &BadEventError{Reason: "invalid sender: " + err.Error()}
 	}
@@ -335,18 +370,7 @@ func (r *room) build(ne NewEvent) (gomatrixserverlib.PDU, error) {
 	if err := eb.AddAuthEvents(&r.st); err != nil {
 		return nil, &BadEventError{Reason: err.Error()}
 	}
-	ev, err := eb.Build(time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
-	var ve gomatrixserverlib.EventValidationError
-	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
-		return nil, ErrTooLarge
-	}
-	if err != nil {
-		return nil, &BadEventError{Reason: err.Error()}
-	}
-	if len(ev.JSON()) > MaxEventSize {
-		return nil, ErrTooLarge
-	}
-	return ev, nil
+	return eb, nil
 }
 
 // store persists an authorised event that extends the room's single

@@ -211,3 +211,39 @@ func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
 
 // logger for the package.
 var log = slog.Default().With("component", "roomserver")
+
+// MakeEvent builds the unsigned form of an event a remote user wants to
+// send here (make_join, make_leave): prev events, depth and auth events
+// from the room's current state. The event is not checked or stored.
+func (rs *Roomserver) MakeEvent(ctx context.Context, roomID string, ne NewEvent) (*gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error) {
+	r, err := rs.worker(ctx, roomID)
+	if err != nil {
+		return nil, "", err
+	}
+	var proto *gomatrixserverlib.ProtoEvent
+	var version gomatrixserverlib.RoomVersion
+	req := &request{ctx: ctx, done: make(chan result, 1), read: func(r *room) error {
+		if r.row.SnapshotNID == 0 {
+			return ErrRoomNotFound // heard of, but we hold no state
+		}
+		eb, err := r.builder(ne)
+		if err != nil {
+			return err
+		}
+		version = r.ver.Version()
+		proto = &gomatrixserverlib.ProtoEvent{
+			SenderID: eb.SenderID, RoomID: eb.RoomID, Type: eb.Type, StateKey: eb.StateKey,
+			PrevEvents: eb.PrevEvents, AuthEvents: eb.AuthEvents, Depth: eb.Depth, Content: eb.Content,
+		}
+		return nil
+	}}
+	if err := r.enqueue(ctx, req); err != nil {
+		return nil, "", err
+	}
+	select {
+	case res := <-req.done:
+		return proto, version, res.err
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -104,6 +105,8 @@ var roomsMigrations = []string{
 		room_id TEXT NOT NULL,
 		version TEXT NOT NULL,
 		outlier INTEGER NOT NULL,
+		backfilled INTEGER NOT NULL,
+		state_before TEXT,              -- JSON list of event IDs, or NULL
 		json BLOB NOT NULL
 	);`,
 }
@@ -512,18 +515,24 @@ func RoomNIDTx(tx *Tx, roomID string) (int64, error) {
 
 // LoggedInput is an event waiting in the durable input log.
 type LoggedInput struct {
-	Seq     int64
-	RoomID  string
-	Version string
-	Outlier bool
-	JSON    []byte
+	Seq         int64
+	RoomID      string
+	Version     string
+	Outlier     bool
+	Backfilled  bool
+	StateBefore []string
+	JSON        []byte
 }
 
 // AppendInputLog adds an event from another server to the input log.
-func AppendInputLog(tx *Tx, roomID, version string, outlier bool, js []byte) (int64, error) {
+func AppendInputLog(tx *Tx, l LoggedInput) (int64, error) {
+	var stateBefore []byte
+	if l.StateBefore != nil {
+		stateBefore, _ = json.Marshal(l.StateBefore)
+	}
 	var seq int64
-	err := tx.QueryRow(`INSERT INTO input_log (room_id, version, outlier, json) VALUES (?, ?, ?, ?) RETURNING seq`,
-		roomID, version, outlier, js).Scan(&seq)
+	err := tx.QueryRow(`INSERT INTO input_log (room_id, version, outlier, backfilled, state_before, json) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`,
+		l.RoomID, l.Version, l.Outlier, l.Backfilled, stateBefore, l.JSON).Scan(&seq)
 	return seq, err
 }
 
@@ -535,7 +544,7 @@ func DeleteInputLog(tx *Tx, seq int64) error {
 
 // InputLog returns every event still in the input log, oldest first.
 func (db *DB) InputLog(ctx context.Context) ([]LoggedInput, error) {
-	rows, err := db.Query(ctx, `SELECT seq, room_id, version, outlier, json FROM input_log ORDER BY seq`)
+	rows, err := db.Query(ctx, `SELECT seq, room_id, version, outlier, backfilled, state_before, json FROM input_log ORDER BY seq`)
 	if err != nil {
 		return nil, err
 	}
@@ -543,8 +552,14 @@ func (db *DB) InputLog(ctx context.Context) ([]LoggedInput, error) {
 	var out []LoggedInput
 	for rows.Next() {
 		var l LoggedInput
-		if err := rows.Scan(&l.Seq, &l.RoomID, &l.Version, &l.Outlier, &l.JSON); err != nil {
+		var stateBefore []byte
+		if err := rows.Scan(&l.Seq, &l.RoomID, &l.Version, &l.Outlier, &l.Backfilled, &stateBefore, &l.JSON); err != nil {
 			return nil, err
+		}
+		if len(stateBefore) > 0 { // NULL: no state given
+			if err := json.Unmarshal(stateBefore, &l.StateBefore); err != nil {
+				return nil, fmt.Errorf("storage: input log %d: %w", l.Seq, err)
+			}
 		}
 		out = append(out, l)
 	}
