@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/sjson"
 
 	"hearth/node/storage"
 )
@@ -470,6 +471,10 @@ func (r *room) redact(tx *storage.Tx, ev gomatrixserverlib.PDU) error {
 	}
 	redacted, err := r.ver.RedactEventJSON(target.JSON)
 	if err != nil {
+		return err
+	}
+	// Clients tell a redacted event from an empty one by this.
+	if redacted, err = sjson.SetRawBytes(redacted, "unsigned.redacted_because", ev.JSON()); err != nil {
 		return err
 	}
 	if err := storage.RedactEvent(tx, target.NID, redacted); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -280,6 +281,9 @@ func TestRedaction(t *testing.T) {
 		ev, _ := h.rs.Event(ctx, id)
 		if !ev.Redacted() || string(ev.Content()) != "{}" {
 			t.Fatalf("event %s not redacted: %s", id, ev.Content())
+		}
+		if !strings.Contains(string(ev.Unsigned()), `"redacted_because"`) {
+			t.Fatalf("redacted event %s has no unsigned.redacted_because: %s", id, ev.Unsigned())
 		}
 	}
 }
