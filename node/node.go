@@ -1,10 +1,11 @@
 // Package node assembles a Hearth homeserver from its parts: storage, the
 // roomserver, sync and the client API. It has no build tags and no
 // platform code: the caller supplies the key, the database options (and so
-// the VFS) and, later, the federation transport.
+// the VFS) and the federation transport.
 package node
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
@@ -13,8 +14,10 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"hearth/node/clientapi"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
+	"hearth/node/syncapi"
 )
 
 // Config is everything a node needs from the platform it runs on.
@@ -22,7 +25,10 @@ type Config struct {
 	ServerName string
 	KeyID      string
 	PrivateKey ed25519.PrivateKey
-	DB         storage.Options
+	// KeyOf returns the signing key of another server from its name
+	// (Hearth's names are their keys; see p2p/identity).
+	KeyOf func(serverName string) (ed25519.PublicKey, error)
+	DB    storage.Options
 	// OpenRegistration allows m.login.dummy registration.
 	OpenRegistration bool
 	Logger           *slog.Logger
@@ -33,6 +39,8 @@ type Node struct {
 	cfg  Config
 	DB   *storage.DB
 	Room *roomserver.Roomserver
+	Sync *syncapi.Syncer
+	API  *clientapi.API
 	mux  *http.ServeMux
 }
 
@@ -45,21 +53,56 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.MigrateUserData(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	rs, err := roomserver.New(db, roomserver.Config{
-		ServerName:         spec.ServerName(cfg.ServerName),
-		KeyID:              gomatrixserverlib.KeyID(cfg.KeyID),
-		PrivateKey:         cfg.PrivateKey,
-	})
-	if err != nil {
-		db.Close()
+	n := &Node{cfg: cfg, DB: db, mux: http.NewServeMux()}
+	if err := n.start(); err != nil {
+		n.Close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, DB: db, Room: rs, mux: http.NewServeMux()}
 	return n, nil
+}
+
+func (n *Node) start() error {
+	cfg := n.cfg
+	for _, migrate := range []func() error{n.DB.MigrateUserData, n.DB.MigrateAccounts} {
+		if err := migrate(); err != nil {
+			return err
+		}
+	}
+	var err error
+	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger}); err != nil {
+		return err
+	}
+	var verifier gomatrixserverlib.JSONVerifier
+	if cfg.KeyOf != nil {
+		verifier = roomserver.NameVerifier{KeyID: gomatrixserverlib.KeyID(cfg.KeyID), KeyOf: cfg.KeyOf}
+	}
+	n.Room, err = roomserver.New(n.DB, roomserver.Config{
+		ServerName: spec.ServerName(cfg.ServerName),
+		KeyID:      gomatrixserverlib.KeyID(cfg.KeyID),
+		PrivateKey: cfg.PrivateKey,
+		Verifier:   verifier,
+		OnOutput:   n.onOutput,
+	})
+	if err != nil {
+		return err
+	}
+	n.API = clientapi.New(clientapi.Config{
+		ServerName:         cfg.ServerName,
+		OpenRegistration:   cfg.OpenRegistration,
+		DefaultRoomVersion: string(roomserver.StableVersions[0]),
+		OnAccountData:      n.Sync.OnAccountData,
+	}, n.DB, n.Room, n.Sync)
+	n.API.Register(n.mux)
+	return n.Room.Recover(context.Background())
+}
+
+// onOutput fans the roomserver's committed events out to its consumers.
+func (n *Node) onOutput(outs []roomserver.Output) {
+	evs := make([]syncapi.RoomEvent, len(outs))
+	for i, o := range outs {
+		evs[i] = syncapi.NewRoomEvent(o.Pos, o.RoomID, o.Event)
+	}
+	n.Sync.OnRoomEvents(evs)
 }
 
 // Handler serves the Client-Server API (/_matrix/client/...).
@@ -70,6 +113,11 @@ func (n *Node) ServerName() string { return n.cfg.ServerName }
 
 // Close stops the node and closes its database.
 func (n *Node) Close() error {
-	n.Room.Close()
+	if n.Room != nil {
+		n.Room.Close()
+	}
+	if n.Sync != nil {
+		n.Sync.Close()
+	}
 	return n.DB.Close()
 }

@@ -1,0 +1,645 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Sync's read side. Sync only reads the roomserver's tables (stream,
+// events, current_state, memberships, state blocks and snapshots, the ID
+// tables) and the user data tables; it never writes them. Every /sync,
+// /messages or /context request reads inside one SyncSnapshot: a read
+// transaction, so the stream's newest position, the current state and the
+// memberships it sees all belong to the same commit. Queries are prepared
+// once and reused on every connection.
+//
+// Sync-only tables (typing is in memory; receipts, to-device messages,
+// presence and device-list positions come with the complete sync API) get
+// their own migration component, "sync", appended to syncMigrations.
+var syncMigrations = []string{}
+
+// SyncStore holds sync's prepared read queries.
+type SyncStore struct {
+	db    *DB
+	stmts [numSyncStmts]*sql.Stmt
+}
+
+type syncStmt int
+
+const (
+	stMaxPos syncStmt = iota
+	stMaxAccountDataPos
+	stAccountDataSince
+	stUserRooms
+	stChangedRoomsTail
+	stChangedRoomsSeek
+	stMembership
+	stStreamDesc
+	stStreamAsc
+	stStreamRow
+	stStateChanges
+	stCurrentState
+	stCurrentStateOf
+	stCurrentStateTypes
+	stCurrentStateKeys
+	stCurrentStateExcept
+	stEventsByNID
+	stEventKeys
+	stEventByID
+	stTypeNames
+	stTypeNIDs
+	stKeyNIDs
+	stSnapshot
+	stBlocks
+	stTxnIDs
+	stRoomByID
+	numSyncStmts
+)
+
+// Columns of an event joined to a stream row; kept in one place so the
+// scanners and the queries agree.
+const syncEventCols = `e.event_nid, e.event_id, e.type_nid, e.key_nid, e.snapshot_nid, e.stream_pos, e.redacted, e.json`
+
+// No query binds its LIMIT: with this SQLite build (STAT4) a bound LIMIT
+// expires the prepared statement at every execution, so it is re-parsed
+// each time. The scans walk an index in order, and the Go side stops
+// reading once it has enough rows.
+var syncQueries = [numSyncStmts]string{
+	stMaxPos:            `SELECT COALESCE(MAX(pos), 0) FROM stream`,
+	stMaxAccountDataPos: `SELECT COALESCE(MAX(pos), 0) FROM account_data WHERE user_id = ?`,
+	stAccountDataSince: `SELECT room_id, type, content, pos FROM account_data
+		WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos`,
+	// One statement for the whole room list: each room's newest stream
+	// position is an index seek on stream_room, so an incremental sync
+	// finds its changed rooms without a query per room.
+	stUserRooms: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
+			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`,
+	// The user's rooms with news after a position: found from the stream's
+	// tail when the gap is short (one range scan, no per-room seek), or by
+	// one seek per room when it is long, so neither a busy server nor an
+	// old token makes it slow.
+	stChangedRoomsTail: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
+			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ?1 AND (m.pos > ?2 OR m.room_nid IN (SELECT room_nid FROM stream WHERE pos > ?2))`,
+	stChangedRoomsSeek: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
+			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ?1 AND (m.pos > ?2 OR EXISTS (SELECT 1 FROM stream s WHERE s.room_nid = m.room_nid AND s.pos > ?2))`,
+	stMembership: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
+			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ? AND m.room_nid = ?`,
+	stStreamDesc: `SELECT s.pos, s.adds, s.removes, ` + syncEventCols + `
+		FROM stream s JOIN events e ON e.event_nid = s.event_nid
+		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos DESC`,
+	stStreamAsc: `SELECT s.pos, s.adds, s.removes, ` + syncEventCols + `
+		FROM stream s JOIN events e ON e.event_nid = s.event_nid
+		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos ASC`,
+	stStreamRow: `SELECT room_nid, event_nid, adds, removes FROM stream WHERE pos = ?`,
+	// Rows that changed state. Written so that a partial index
+	// "ON stream (room_nid, pos) WHERE adds != x'' OR removes != x''"
+	// serves it: then its cost follows state changes, not messages.
+	stStateChanges: `SELECT adds, removes FROM stream
+		WHERE room_nid = ? AND pos > ? AND pos < ? AND (adds != x'' OR removes != x'')`,
+	stCurrentState: `SELECT type_nid, key_nid, event_nid FROM current_state WHERE room_nid = ?`,
+	stCurrentStateOf: `SELECT cs.type_nid, cs.key_nid, cs.event_nid FROM current_state cs
+		WHERE cs.room_nid = ? AND cs.type_nid = ? AND cs.key_nid IN (SELECT value FROM json_each(?))`,
+	stCurrentStateTypes: `SELECT cs.type_nid, cs.key_nid, cs.event_nid FROM current_state cs
+		WHERE cs.room_nid = ? AND cs.key_nid = ? AND cs.type_nid IN (SELECT value FROM json_each(?))`,
+	// [[type NID, key NID], ...] pairs, each a primary key seek.
+	stCurrentStateKeys: `SELECT cs.type_nid, cs.key_nid, cs.event_nid FROM json_each(?2) j
+		JOIN current_state cs ON cs.room_nid = ?1 AND cs.type_nid = j.value->>0 AND cs.key_nid = j.value->>1`,
+	stCurrentStateExcept: `SELECT type_nid, key_nid, event_nid FROM current_state WHERE room_nid = ? AND type_nid != ?`,
+	stEventsByNID:        `SELECT ` + syncEventCols + ` FROM events e WHERE e.event_nid IN (SELECT value FROM json_each(?))`,
+	stEventKeys:          `SELECT event_nid, type_nid, key_nid FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`,
+	stEventByID:          `SELECT e.room_nid, e.rejected, ` + syncEventCols + ` FROM events e WHERE e.event_id = ?`,
+	stTypeNames:          `SELECT type_nid, type FROM event_types WHERE type_nid IN (SELECT value FROM json_each(?))`,
+	stTypeNIDs:           `SELECT type_nid, type FROM event_types WHERE type IN (SELECT value FROM json_each(?))`,
+	stKeyNIDs:            `SELECT key_nid, state_key FROM state_keys WHERE state_key IN (SELECT value FROM json_each(?))`,
+	stSnapshot:           `SELECT blocks FROM state_snapshots WHERE snapshot_nid = ?`,
+	stBlocks:             `SELECT block_nid, entries FROM state_blocks WHERE block_nid IN (SELECT value FROM json_each(?))`,
+	// Bounded by one device's sends in one room (the primary key's
+	// prefix); an index on transactions (event_nid) would make it a seek.
+	stTxnIDs: `SELECT event_nid, txn_id FROM transactions
+		WHERE device = ? AND room_nid = ? AND event_nid IN (SELECT value FROM json_each(?))`,
+	stRoomByID: `SELECT room_nid, version FROM rooms WHERE room_id = ?`,
+}
+
+// SyncStore runs sync's migrations and prepares its queries. The
+// roomserver's and user data's tables must exist (MigrateRooms,
+// MigrateUserData) before it is called.
+func (db *DB) SyncStore() (*SyncStore, error) {
+	if err := db.Migrate("sync", syncMigrations); err != nil {
+		return nil, err
+	}
+	s := &SyncStore{db: db}
+	for i, q := range syncQueries {
+		st, err := db.r.Prepare(q)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("storage: prepare sync query %d: %w", i, err)
+		}
+		s.stmts[i] = st
+	}
+	return s, nil
+}
+
+// Close releases the prepared queries.
+func (s *SyncStore) Close() {
+	for _, st := range s.stmts {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// SyncSnapshot is one consistent read of the database. It holds a
+// connection (in the browser, the only one): keep it short, never wait
+// for anything while it is open, and Close it.
+type SyncSnapshot struct {
+	ctx context.Context
+	tx  *sql.Tx
+	s   *SyncStore
+	st  [numSyncStmts]*sql.Stmt
+}
+
+// Snapshot begins a read transaction.
+func (s *SyncStore) Snapshot(ctx context.Context) (*SyncSnapshot, error) {
+	// Not TxOptions.ReadOnly: on a connection that is not already
+	// query_only (the browser's single connection) the driver toggles
+	// PRAGMA query_only, which expires every prepared statement on it.
+	// The read pool is query_only anyway.
+	tx, err := s.db.r.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("storage: begin sync read: %w", err)
+	}
+	return &SyncSnapshot{ctx: ctx, tx: tx, s: s}, nil
+}
+
+// Close ends the read transaction.
+func (ss *SyncSnapshot) Close() {
+	ss.tx.Rollback()
+}
+
+func (ss *SyncSnapshot) stmt(i syncStmt) *sql.Stmt {
+	if ss.st[i] == nil {
+		ss.st[i] = ss.tx.StmtContext(ss.ctx, ss.s.stmts[i])
+	}
+	return ss.st[i]
+}
+
+// MaxPos is the newest stream position.
+func (ss *SyncSnapshot) MaxPos() (int64, error) {
+	var p int64
+	err := ss.stmt(stMaxPos).QueryRowContext(ss.ctx).Scan(&p)
+	return p, err
+}
+
+// MaxAccountDataPos is the newest position of a user's account data.
+// Positions are shared by all users, so a user's newest is a valid bound
+// for what they have seen.
+func (ss *SyncSnapshot) MaxAccountDataPos(userID string) (int64, error) {
+	var p int64
+	err := ss.stmt(stMaxAccountDataPos).QueryRowContext(ss.ctx, userID).Scan(&p)
+	return p, err
+}
+
+// AccountDataSince returns a user's account data with after < pos <= upto.
+func (ss *SyncSnapshot) AccountDataSince(userID string, after, upto int64) ([]AccountDataItem, error) {
+	rows, err := ss.stmt(stAccountDataSince).QueryContext(ss.ctx, userID, after, upto)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AccountDataItem
+	for rows.Next() {
+		var it AccountDataItem
+		if err := rows.Scan(&it.RoomID, &it.Type, &it.Content, &it.Pos); err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// UserRoom is a user's current membership of a room, with the room's
+// newest stream position.
+type UserRoom struct {
+	RoomNID    int64
+	RoomID     string
+	Version    string
+	Membership string
+	EventNID   int64 // the membership event
+	Pos        int64 // stream position where the membership last changed
+	LatestPos  int64 // the room's newest stream position
+}
+
+func scanUserRoom(s scanner) (UserRoom, error) {
+	var u UserRoom
+	err := s.Scan(&u.RoomNID, &u.RoomID, &u.Version, &u.Membership, &u.EventNID, &u.Pos, &u.LatestPos)
+	return u, err
+}
+
+// UserRooms lists every room the user has a membership of.
+func (ss *SyncSnapshot) UserRooms(userID string) ([]UserRoom, error) {
+	rows, err := ss.stmt(stUserRooms).QueryContext(ss.ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []UserRoom
+	for rows.Next() {
+		u, err := scanUserRoom(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// tailScanMax is the longest stream gap ChangedRooms reads from the tail.
+const tailScanMax = 2000
+
+// ChangedRooms lists the user's rooms whose membership changed, or that
+// got events, after stream position since (upto is the snapshot's newest).
+func (ss *SyncSnapshot) ChangedRooms(userID string, since, upto int64) ([]UserRoom, error) {
+	st := stChangedRoomsSeek
+	if upto-since <= tailScanMax {
+		st = stChangedRoomsTail
+	}
+	rows, err := ss.stmt(st).QueryContext(ss.ctx, userID, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []UserRoom
+	for rows.Next() {
+		u, err := scanUserRoom(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// Membership returns a user's membership of one room, or ErrNotFound.
+func (ss *SyncSnapshot) Membership(userID string, roomNID int64) (UserRoom, error) {
+	u, err := scanUserRoom(ss.stmt(stMembership).QueryRowContext(ss.ctx, userID, roomNID))
+	return u, notFound(err)
+}
+
+// RoomByID returns a room's NID and version, or ErrNotFound.
+func (ss *SyncSnapshot) RoomByID(roomID string) (nid int64, version string, err error) {
+	err = ss.stmt(stRoomByID).QueryRowContext(ss.ctx, roomID).Scan(&nid, &version)
+	return nid, version, notFound(err)
+}
+
+// SyncEvent is the part of an event's row sync reads.
+type SyncEvent struct {
+	NID         int64
+	ID          string
+	TypeNID     int64
+	KeyNID      int64 // 0: not a state event
+	SnapshotNID int64 // state before the event; 0: outlier
+	StreamPos   int64 // 0: not in the stream
+	Redacted    bool
+	JSON        []byte
+}
+
+// StreamRow is one row of the output stream with its event. Adds and
+// Removes are packed event NIDs (UnpackNIDs).
+type StreamRow struct {
+	Pos           int64
+	Adds, Removes []byte
+	Event         SyncEvent
+}
+
+// StreamEach walks a room's stream rows with after < pos <= upto, newest
+// first when desc, calling fn for each until it returns false. The row
+// and its Event.JSON are only valid during the call (they point into the
+// database's buffers: copy what you keep); Adds and Removes are copies.
+func (ss *SyncSnapshot) StreamEach(roomNID, after, upto int64, desc bool, fn func(*StreamRow) bool) error {
+	st := stStreamAsc
+	if desc {
+		st = stStreamDesc
+	}
+	rows, err := ss.stmt(st).QueryContext(ss.ctx, roomNID, after, upto)
+	if err != nil {
+		return fmt.Errorf("storage: stream of room %d: %w", roomNID, err)
+	}
+	defer rows.Close()
+	var r StreamRow
+	var adds, removes, js sql.RawBytes
+	e := &r.Event
+	for rows.Next() {
+		if err := rows.Scan(&r.Pos, &adds, &removes, &e.NID, &e.ID, &e.TypeNID, &e.KeyNID, &e.SnapshotNID, &e.StreamPos, &e.Redacted, &js); err != nil {
+			return err
+		}
+		r.Adds, r.Removes = nil, nil
+		if len(adds) > 0 {
+			r.Adds = append([]byte(nil), adds...)
+		}
+		if len(removes) > 0 {
+			r.Removes = append([]byte(nil), removes...)
+		}
+		e.JSON = js
+		if !fn(&r) {
+			break
+		}
+	}
+	return rows.Err()
+}
+
+// StreamRowAt returns the stream row at pos without its event, or
+// ErrNotFound.
+func (ss *SyncSnapshot) StreamRowAt(pos int64) (roomNID, eventNID int64, adds, removes []byte, err error) {
+	err = ss.stmt(stStreamRow).QueryRowContext(ss.ctx, pos).Scan(&roomNID, &eventNID, &adds, &removes)
+	return roomNID, eventNID, adds, removes, notFound(err)
+}
+
+// ErrTooManyChanges says StateChanges hit its bound.
+var ErrTooManyChanges = errors.New("storage: too many state changes")
+
+// StateChanges returns the event NIDs added to or removed from a room's
+// current state by stream rows with after < pos < before. Past max rows
+// it returns ErrTooManyChanges (the caller sends the full state instead).
+func (ss *SyncSnapshot) StateChanges(roomNID, after, before int64, max int) ([]int64, error) {
+	rows, err := ss.stmt(stStateChanges).QueryContext(ss.ctx, roomNID, after, before)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	n := 0
+	for rows.Next() {
+		if n++; n > max {
+			return nil, ErrTooManyChanges
+		}
+		var adds, removes []byte
+		if err := rows.Scan(&adds, &removes); err != nil {
+			return nil, err
+		}
+		a, err := UnpackNIDs(adds)
+		if err != nil {
+			return nil, err
+		}
+		r, err := UnpackNIDs(removes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, a...), r...)
+	}
+	return out, rows.Err()
+}
+
+func scanEntries(rows *sql.Rows, err error) ([]StateEntry, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []StateEntry
+	for rows.Next() {
+		var e StateEntry
+		if err := rows.Scan(&e.TypeNID, &e.KeyNID, &e.EventNID); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// CurrentState returns a room's current state entries.
+func (ss *SyncSnapshot) CurrentState(roomNID int64) ([]StateEntry, error) {
+	return scanEntries(ss.stmt(stCurrentState).QueryContext(ss.ctx, roomNID))
+}
+
+// CurrentStateOf returns the current state entries of one type for the
+// given state key NIDs.
+func (ss *SyncSnapshot) CurrentStateOf(roomNID, typeNID int64, keyNIDs []int64) ([]StateEntry, error) {
+	if len(keyNIDs) == 0 {
+		return nil, nil
+	}
+	return scanEntries(ss.stmt(stCurrentStateOf).QueryContext(ss.ctx, roomNID, typeNID, jsonInts(keyNIDs)))
+}
+
+// CurrentStateTypes returns the current state entries of the given types
+// with one state key.
+func (ss *SyncSnapshot) CurrentStateTypes(roomNID, keyNID int64, typeNIDs []int64) ([]StateEntry, error) {
+	if len(typeNIDs) == 0 {
+		return nil, nil
+	}
+	return scanEntries(ss.stmt(stCurrentStateTypes).QueryContext(ss.ctx, roomNID, keyNID, jsonInts(typeNIDs)))
+}
+
+// CurrentStateKeys returns the current state entries for (type NID, state
+// key NID) pairs; pairs with no entry are left out.
+func (ss *SyncSnapshot) CurrentStateKeys(roomNID int64, keys [][2]int64) ([]StateEntry, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	b := make([]byte, 0, len(keys)*12+2)
+	b = append(b, '[')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "[%d,%d]", k[0], k[1])
+	}
+	b = append(b, ']')
+	return scanEntries(ss.stmt(stCurrentStateKeys).QueryContext(ss.ctx, roomNID, string(b)))
+}
+
+// CurrentStateExcept returns a room's current state entries except those
+// of one type (lazy loading leaves out most member events).
+func (ss *SyncSnapshot) CurrentStateExcept(roomNID, typeNID int64) ([]StateEntry, error) {
+	return scanEntries(ss.stmt(stCurrentStateExcept).QueryContext(ss.ctx, roomNID, typeNID))
+}
+
+// EventsByNID loads events, in no particular order; missing NIDs are
+// skipped.
+func (ss *SyncSnapshot) EventsByNID(nids []int64) ([]SyncEvent, error) {
+	if len(nids) == 0 {
+		return nil, nil
+	}
+	rows, err := ss.stmt(stEventsByNID).QueryContext(ss.ctx, jsonInts(nids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]SyncEvent, 0, len(nids))
+	for rows.Next() {
+		var e SyncEvent
+		if err := rows.Scan(&e.NID, &e.ID, &e.TypeNID, &e.KeyNID, &e.SnapshotNID, &e.StreamPos, &e.Redacted, &e.JSON); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventKeys returns the (type, state key) of events as state entries,
+// without their JSON.
+func (ss *SyncSnapshot) EventKeys(nids []int64) ([]StateEntry, error) {
+	if len(nids) == 0 {
+		return nil, nil
+	}
+	rows, err := ss.stmt(stEventKeys).QueryContext(ss.ctx, jsonInts(nids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]StateEntry, 0, len(nids))
+	for rows.Next() {
+		var e StateEntry
+		if err := rows.Scan(&e.EventNID, &e.TypeNID, &e.KeyNID); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventByID loads an event with its room NID and rejected flag, or
+// ErrNotFound.
+func (ss *SyncSnapshot) EventByID(eventID string) (ev SyncEvent, roomNID int64, rejected bool, err error) {
+	err = ss.stmt(stEventByID).QueryRowContext(ss.ctx, eventID).Scan(&roomNID, &rejected,
+		&ev.NID, &ev.ID, &ev.TypeNID, &ev.KeyNID, &ev.SnapshotNID, &ev.StreamPos, &ev.Redacted, &ev.JSON)
+	return ev, roomNID, rejected, notFound(err)
+}
+
+func scanNames(rows *sql.Rows, err error) (map[int64]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]string{}
+	for rows.Next() {
+		var nid int64
+		var s string
+		if err := rows.Scan(&nid, &s); err != nil {
+			return nil, err
+		}
+		out[nid] = s
+	}
+	return out, rows.Err()
+}
+
+// TypeNames maps event type NIDs to types.
+func (ss *SyncSnapshot) TypeNames(nids []int64) (map[int64]string, error) {
+	return scanNames(ss.stmt(stTypeNames).QueryContext(ss.ctx, jsonInts(nids)))
+}
+
+// TypeNIDs maps event types to their NIDs; unknown types are left out.
+func (ss *SyncSnapshot) TypeNIDs(types []string) (map[int64]string, error) {
+	return scanNames(ss.stmt(stTypeNIDs).QueryContext(ss.ctx, jsonStrings(types)))
+}
+
+// KeyNIDs maps state keys to their NIDs; unknown keys are left out.
+func (ss *SyncSnapshot) KeyNIDs(keys []string) (map[int64]string, error) {
+	if len(keys) == 0 {
+		return map[int64]string{}, nil
+	}
+	return scanNames(ss.stmt(stKeyNIDs).QueryContext(ss.ctx, jsonStrings(keys)))
+}
+
+// SnapshotState returns the state entries of a state snapshot. Blocks
+// are applied in order, a later entry for the same (type, state key)
+// replacing an earlier one.
+func (ss *SyncSnapshot) SnapshotState(snapshotNID int64) ([]StateEntry, error) {
+	if snapshotNID == 0 {
+		return nil, nil
+	}
+	var b []byte
+	if err := ss.stmt(stSnapshot).QueryRowContext(ss.ctx, snapshotNID).Scan(&b); err != nil {
+		return nil, fmt.Errorf("storage: snapshot %d: %w", snapshotNID, notFound(err))
+	}
+	blockNIDs, err := UnpackNIDs(b)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := ss.stmt(stBlocks).QueryContext(ss.ctx, jsonInts(blockNIDs))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	blocks := make(map[int64][]int64, len(blockNIDs))
+	for rows.Next() {
+		var nid int64
+		var entries []byte
+		if err := rows.Scan(&nid, &entries); err != nil {
+			return nil, err
+		}
+		if blocks[nid], err = UnpackNIDs(entries); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	type key struct{ t, k int64 }
+	idx := map[key]int{}
+	var out []StateEntry
+	for _, bn := range blockNIDs {
+		if bn == 0 { // a bucket that never held state
+			continue
+		}
+		nids, ok := blocks[bn]
+		if !ok || len(nids)%3 != 0 {
+			return nil, fmt.Errorf("storage: snapshot %d: missing or corrupt block %d", snapshotNID, bn)
+		}
+		for i := 0; i < len(nids); i += 3 {
+			e := StateEntry{nids[i], nids[i+1], nids[i+2]}
+			if j, ok := idx[key{e.TypeNID, e.KeyNID}]; ok {
+				out[j] = e
+				continue
+			}
+			idx[key{e.TypeNID, e.KeyNID}] = len(out)
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// TxnIDs returns the client transaction IDs a device used for events of a
+// room, by event NID.
+func (ss *SyncSnapshot) TxnIDs(device string, roomNID int64, eventNIDs []int64) (map[int64]string, error) {
+	if len(eventNIDs) == 0 || device == "" {
+		return nil, nil
+	}
+	return scanNames(ss.stmt(stTxnIDs).QueryContext(ss.ctx, device, roomNID, jsonInts(eventNIDs)))
+}
+
+func jsonStrings(ss []string) string {
+	b := make([]byte, 0, len(ss)*16+2)
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return string(append(b, ']'))
+}
+
+// appendJSONString quotes s as a JSON string (SQLite's json_each reads it).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}

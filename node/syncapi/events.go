@@ -1,0 +1,238 @@
+package syncapi
+
+import (
+	"bytes"
+	"container/list"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"hearth/node/storage"
+)
+
+// event is a parsed event in the client format. It is immutable once
+// built and shared between requests through the cache.
+type event struct {
+	NID        int64
+	ID         string
+	Type       string
+	StateKey   *string
+	Sender     string
+	Redacted   bool
+	HasURL     bool
+	Membership string // for m.room.member events
+	// JSON is the client format with "unsigned" last, starting at
+	// unsignedAt, so a per-request transaction_id can be spliced in
+	// without re-encoding.
+	JSON       []byte
+	unsignedAt int
+}
+
+// parseEvent formats a stored event for clients. It reads the stored
+// (canonical, already validated) JSON's top-level fields directly rather
+// than building a PDU: this is the hot path of /sync and /messages. The
+// output is what clientevent.Format gives (a test holds them together),
+// with "unsigned" always present and last.
+func parseEvent(roomID string, se *storage.SyncEvent) (*event, error) {
+	ev := &event{NID: se.NID, ID: se.ID, Redacted: se.Redacted}
+	var content, unsigned, ts []byte
+	var redacts string
+	bad := false
+	str := func(v []byte) string {
+		s, ok := jsonString(v)
+		bad = bad || !ok
+		return s
+	}
+	err := eachField(se.JSON, func(k, v []byte) bool {
+		switch string(k) {
+		case `"type"`:
+			ev.Type = str(v)
+		case `"sender"`:
+			ev.Sender = str(v)
+		case `"state_key"`:
+			sk := str(v)
+			ev.StateKey = &sk
+		case `"content"`:
+			content = v
+		case `"unsigned"`:
+			unsigned = v
+		case `"origin_server_ts"`:
+			ts = v
+		case `"redacts"`:
+			redacts = str(v)
+		}
+		return !bad
+	})
+	if err != nil || bad || ev.Type == "" || len(content) == 0 || content[0] != '{' {
+		return nil, fmt.Errorf("event %s: malformed stored JSON", se.ID)
+	}
+	if len(ts) == 0 || ts[0] < '0' || ts[0] > '9' {
+		ts = []byte("0")
+	}
+	if ev.Type == "m.room.member" || ev.Type == "m.room.redaction" || bytes.Contains(content, []byte(`"url"`)) {
+		eachField(content, func(k, v []byte) bool {
+			switch string(k) {
+			case `"membership"`:
+				ev.Membership, _ = jsonString(v)
+			case `"url"`:
+				ev.HasURL = len(v) > 0 && v[0] == '"'
+			case `"redacts"`:
+				if redacts == "" && ev.Type == "m.room.redaction" {
+					redacts, _ = jsonString(v)
+				}
+			}
+			return true
+		})
+	}
+
+	b := make([]byte, 0, len(content)+len(unsigned)+len(ev.ID)+len(roomID)+len(ev.Sender)+len(ev.Type)+128)
+	b = append(b, `{"content":`...)
+	b = append(b, content...)
+	b = append(b, `,"event_id":`...)
+	b = appendString(b, ev.ID)
+	b = append(b, `,"origin_server_ts":`...)
+	b = append(b, ts...)
+	b = append(b, `,"room_id":`...)
+	b = appendString(b, roomID)
+	b = append(b, `,"sender":`...)
+	b = appendString(b, ev.Sender)
+	if ev.StateKey != nil {
+		b = append(b, `,"state_key":`...)
+		b = appendString(b, *ev.StateKey)
+	}
+	b = append(b, `,"type":`...)
+	b = appendString(b, ev.Type)
+	if redacts != "" {
+		b = append(b, `,"redacts":`...)
+		b = appendString(b, redacts)
+	}
+	b = append(b, `,"unsigned":`...)
+	ev.unsignedAt = len(b)
+	if len(unsigned) >= 2 && unsigned[0] == '{' {
+		b = append(b, unsigned...)
+	} else {
+		b = append(b, "{}"...)
+	}
+	ev.JSON = append(b, '}')
+	return ev, nil
+}
+
+// withTxnID returns the event's JSON with unsigned.transaction_id set,
+// which the sending device uses to match its local echo.
+func (ev *event) withTxnID(txnID string) []byte {
+	i := ev.unsignedAt + 1 // just inside unsigned's '{'
+	b := make([]byte, 0, len(ev.JSON)+len(txnID)+24)
+	b = append(b, ev.JSON[:i]...)
+	b = append(b, `"transaction_id":`...)
+	b = appendString(b, txnID)
+	if ev.JSON[i] != '}' {
+		b = append(b, ',')
+	}
+	return append(b, ev.JSON[i:]...)
+}
+
+// stripped is the stripped state form used in invite_state and
+// knock_state: type, state_key, sender and content.
+func (ev *event) stripped() []byte {
+	var m struct {
+		Content json.RawMessage `json:"content"`
+	}
+	json.Unmarshal(ev.JSON, &m)
+	if len(m.Content) == 0 {
+		m.Content = json.RawMessage("{}")
+	}
+	b := make([]byte, 0, len(m.Content)+128)
+	b = append(b, `{"content":`...)
+	b = append(b, m.Content...)
+	b = append(b, `,"sender":`...)
+	b = appendString(b, ev.Sender)
+	b = append(b, `,"state_key":`...)
+	if ev.StateKey != nil {
+		b = appendString(b, *ev.StateKey)
+	} else {
+		b = append(b, `""`...)
+	}
+	b = append(b, `,"type":`...)
+	b = appendString(b, ev.Type)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// eventCache keeps parsed events by NID. Events change only when
+// redacted: a redaction notified at stream position p evicts its target,
+// and no read older than p may insert afterwards (it may have read the
+// unredacted JSON).
+type eventCache struct {
+	mu     sync.Mutex
+	max    int
+	ll     list.List // of *event, most recent first
+	byNID  map[int64]*list.Element
+	byID   map[string]int64
+	redPos int64 // newest redaction notified
+}
+
+func newEventCache(max int) *eventCache {
+	return &eventCache{max: max, byNID: map[int64]*list.Element{}, byID: map[string]int64{}}
+}
+
+func (c *eventCache) get(nid int64) *event {
+	if c.max <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el := c.byNID[nid]
+	if el == nil {
+		return nil
+	}
+	c.ll.MoveToFront(el)
+	return el.Value.(*event)
+}
+
+// put caches ev, read at stream position readPos.
+func (c *eventCache) put(ev *event, readPos int64) {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if readPos < c.redPos {
+		return
+	}
+	if el := c.byNID[ev.NID]; el != nil {
+		el.Value = ev
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.byNID[ev.NID] = c.ll.PushFront(ev)
+	c.byID[ev.ID] = ev.NID
+	for c.ll.Len() > c.max {
+		old := c.ll.Remove(c.ll.Back()).(*event)
+		delete(c.byNID, old.NID)
+		delete(c.byID, old.ID)
+	}
+}
+
+// redacted evicts an event that a redaction at pos redacted.
+func (c *eventCache) redacted(eventID string, pos int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.redPos = max(c.redPos, pos)
+	if nid, ok := c.byID[eventID]; ok {
+		c.ll.Remove(c.byNID[nid])
+		delete(c.byNID, nid)
+		delete(c.byID, eventID)
+	}
+}

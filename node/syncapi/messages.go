@@ -1,0 +1,276 @@
+package syncapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"hearth/node/httputil"
+	"hearth/node/storage"
+)
+
+const (
+	defaultPageLimit = 10
+	maxPageLimit     = 1000
+)
+
+type messagesResponse struct {
+	Chunk []json.RawMessage `json:"chunk"`
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	State []json.RawMessage `json:"state,omitempty"`
+}
+
+// HandleMessages serves GET /_matrix/client/v3/rooms/{roomId}/messages:
+// a page of a room's timeline in either direction from a pagination or
+// sync token. One indexed query reads a page (more only when a filter
+// drops events), and parsed events come from the cache.
+func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
+	dev := httputil.DeviceFrom(r.Context())
+	if dev == nil {
+		httputil.WriteError(w, r, httputil.MissingToken("missing access token"))
+		return
+	}
+	q := r.URL.Query()
+	var desc bool
+	switch q.Get("dir") {
+	case "b":
+		desc = true
+	case "f":
+	case "":
+		httputil.WriteError(w, r, httputil.MissingParam("dir is required"))
+		return
+	default:
+		httputil.WriteError(w, r, httputil.InvalidParam("dir must be b or f"))
+		return
+	}
+	limit, err := parseLimit(q.Get("limit"), defaultPageLimit)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	f, err := parseEventFilterParam(q.Get("filter"))
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	from, hasFrom, err := parseTokenParam(q.Get("from"), "from")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	to, hasTo, err := parseTokenParam(q.Get("to"), "to")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+
+	rd, err := s.newReader(r.Context(), dev.UserID, dev.DeviceID)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	defer rd.close()
+	rd.lookOnly = true
+	rm, limitPos, err := rd.readableRoom(r.PathValue("roomId"))
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	var lo, hi int64
+	if desc {
+		lo, hi = 0, limitPos
+		if hasFrom {
+			hi = min(from, limitPos)
+		}
+		if hasTo {
+			lo = to
+		}
+	} else {
+		lo, hi = 0, limitPos
+		if hasFrom {
+			lo = from
+		}
+		if hasTo {
+			hi = min(to, limitPos)
+		}
+	}
+	window, evs, more, err := rd.scan(rm, lo, hi, desc, limit, f)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	res := messagesResponse{Start: q.Get("from")}
+	if !hasFrom {
+		res.Start = pageToken(hi)
+		if !desc {
+			res.Start = pageToken(lo)
+		}
+	}
+	if more {
+		last := window[len(window)-1].Pos
+		if desc {
+			res.End = pageToken(last - 1)
+		} else {
+			res.End = pageToken(last)
+		}
+	}
+	chunk, err := rd.withTxnIDs(rm, evs)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	res.Chunk = rawList(chunk)
+	if f != nil && f.LazyLoadMembers && len(evs) > 0 {
+		if res.State, err = rd.currentMembers(rm, evs); err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+	}
+	writeRaw(w, res.appendJSON(nil))
+}
+
+// readableRoom resolves a room the user may read and the newest stream
+// position they may read in it: all of it while joined, up to their
+// departure once they left or were banned after being joined. Others get
+// M_FORBIDDEN, whether or not the room exists.
+//
+// TODO(issue 3): history visibility (world_readable, shared, invited,
+// joined) refines this, per event.
+func (rd *reader) readableRoom(roomID string) (roomInfo, int64, error) {
+	forbidden := httputil.Forbidden("you are not a member of this room")
+	nid, version, err := rd.snap.RoomByID(roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return roomInfo{}, 0, forbidden
+	}
+	if err != nil {
+		return roomInfo{}, 0, err
+	}
+	rm := roomInfo{nid, roomID, version}
+	ur, err := rd.snap.Membership(rd.user, nid)
+	if errors.Is(err, storage.ErrNotFound) {
+		return roomInfo{}, 0, forbidden
+	}
+	if err != nil {
+		return roomInfo{}, 0, err
+	}
+	switch ur.Membership {
+	case "join":
+		return rm, rd.readPos, nil
+	case "leave", "ban":
+		prev, err := rd.previousMembership(rm, ur)
+		if err != nil {
+			return roomInfo{}, 0, err
+		}
+		if prev == "join" {
+			return rm, ur.Pos, nil
+		}
+	}
+	return roomInfo{}, 0, forbidden
+}
+
+// previousMembership is the user's membership just before their current
+// one, from the removes of the stream row that set it ("" if none).
+func (rd *reader) previousMembership(rm roomInfo, ur storage.UserRoom) (string, error) {
+	_, _, _, removes, err := rd.snap.StreamRowAt(ur.Pos)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	nids, err := storage.UnpackNIDs(removes)
+	if err != nil {
+		return "", err
+	}
+	evs, err := rd.events(rm, nids)
+	if err != nil {
+		return "", err
+	}
+	for _, ev := range evs {
+		if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == rd.user {
+			return ev.Membership, nil
+		}
+	}
+	return "", nil
+}
+
+// currentMembers returns the current member events of the events'
+// senders (the state of a lazily loading /messages answer).
+func (rd *reader) currentMembers(rm roomInfo, evs []*event) ([]json.RawMessage, error) {
+	mt, err := rd.memberType()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var senders []string
+	for _, ev := range evs {
+		if !seen[ev.Sender] {
+			seen[ev.Sender] = true
+			senders = append(senders, ev.Sender)
+		}
+	}
+	keys, err := rd.snap.KeyNIDs(senders)
+	if err != nil {
+		return nil, err
+	}
+	keyNIDs := make([]int64, 0, len(keys))
+	for n := range keys {
+		keyNIDs = append(keyNIDs, n)
+	}
+	entries, err := rd.snap.CurrentStateOf(rm.nid, mt, keyNIDs)
+	if err != nil {
+		return nil, err
+	}
+	nids := make([]int64, len(entries))
+	for i, e := range entries {
+		nids[i] = e.EventNID
+	}
+	members, err := rd.events(rm, nids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(members))
+	for i, ev := range members {
+		out[i] = ev.JSON
+	}
+	return out, nil
+}
+
+// parseLimit reads a limit parameter: def when absent or 0, capped.
+func parseLimit(v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, httputil.InvalidParam("limit must be a non-negative integer")
+	}
+	if n == 0 {
+		return def, nil
+	}
+	return min(n, maxPageLimit), nil
+}
+
+func parseEventFilterParam(v string) (*RoomEventFilter, error) {
+	if v == "" {
+		return nil, nil
+	}
+	f, err := ParseRoomEventFilter([]byte(v))
+	if err != nil {
+		return nil, httputil.InvalidParam(err.Error())
+	}
+	return f, nil
+}
+
+func parseTokenParam(v, name string) (int64, bool, error) {
+	if v == "" {
+		return 0, false, nil
+	}
+	p, err := parsePageToken(v)
+	if err != nil {
+		return 0, false, httputil.InvalidParam("malformed " + name + " token")
+	}
+	return p, true, nil
+}

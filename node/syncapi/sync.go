@@ -1,0 +1,218 @@
+package syncapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"hearth/node/httputil"
+	"hearth/node/storage"
+)
+
+// syncRequest is a parsed GET /sync.
+type syncRequest struct {
+	dev       *httputil.Device
+	since     *Token // nil: initial sync
+	filter    *Filter
+	fullState bool
+	timeout   time.Duration
+}
+
+// HandleSync serves GET /_matrix/client/v3/sync.
+func (s *Syncer) HandleSync(w http.ResponseWriter, r *http.Request) {
+	req, err := s.parseSyncRequest(r)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	var deadline <-chan time.Time
+	if req.timeout > 0 {
+		t := time.NewTimer(req.timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		res, keys, seen, err := s.syncOnce(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil { // else the client is gone: nobody to answer
+				httputil.WriteError(w, r, err)
+			}
+			return
+		}
+		// An initial or full-state sync answers at once, as does one with
+		// news or no time to wait.
+		if req.since == nil || req.fullState || !res.empty() || deadline == nil {
+			writeRaw(w, res.appendJSON(nil))
+			return
+		}
+		wt := s.notify.wait(keys, seen)
+		select {
+		case <-wt.ch:
+			s.notify.done(wt)
+		case <-deadline:
+			s.notify.done(wt)
+			writeRaw(w, res.appendJSON(nil))
+			return
+		case <-ctx.Done():
+			s.notify.done(wt)
+			return
+		}
+	}
+}
+
+func (s *Syncer) parseSyncRequest(r *http.Request) (*syncRequest, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	if dev == nil {
+		return nil, httputil.MissingToken("missing access token")
+	}
+	q := r.URL.Query()
+	req := &syncRequest{dev: dev}
+	if v := q.Get("since"); v != "" {
+		t, err := ParseToken(v)
+		if err != nil {
+			return nil, httputil.InvalidParam("malformed since token")
+		}
+		req.since = &t
+	}
+	if v := q.Get("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, httputil.InvalidParam("timeout must be a non-negative integer")
+		}
+		req.timeout = min(time.Duration(min(ms, 1<<40))*time.Millisecond, s.cfg.MaxTimeout)
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.fullState = true
+	default:
+		return nil, httputil.InvalidParam("full_state must be true or false")
+	}
+	switch q.Get("set_presence") {
+	case "", "online", "offline", "unavailable":
+	default:
+		return nil, httputil.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	f, err := s.loadFilter(r.Context(), dev.UserID, q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	req.filter = f
+	return req, nil
+}
+
+// loadFilter resolves the filter parameter: inline JSON, a stored filter
+// ID, or nothing (the empty filter).
+func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter, error) {
+	if param == "" {
+		return &Filter{}, nil
+	}
+	if strings.HasPrefix(param, "{") {
+		f, err := ParseFilter([]byte(param))
+		if err != nil {
+			return nil, httputil.InvalidParam(err.Error())
+		}
+		return f, nil
+	}
+	id, err := strconv.ParseInt(param, 10, 64)
+	if err != nil {
+		return nil, httputil.NotFound("unknown filter")
+	}
+	key := filterKey{userID, id}
+	s.filterMu.Lock()
+	f := s.filters[key]
+	s.filterMu.Unlock()
+	if f != nil {
+		return f, nil
+	}
+	b, err := s.db.Filter(ctx, userID, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.NotFound("unknown filter")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if f, err = ParseFilter(b); err != nil {
+		return nil, httputil.InvalidParam("stored " + err.Error())
+	}
+	s.filterMu.Lock()
+	if len(s.filters) >= 4096 { // stored filters are immutable; a crude bound is enough
+		clear(s.filters)
+	}
+	s.filters[key] = f
+	s.filterMu.Unlock()
+	return f, nil
+}
+
+// syncOnce computes one /sync answer from one database snapshot. It also
+// returns what a long-poll should wait on: the notifier keys of the user
+// and their joined rooms, and the positions this answer covered.
+func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, Token, error) {
+	user := req.dev.UserID
+	rd, err := s.newReader(ctx, user, req.dev.DeviceID)
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	defer rd.close()
+
+	var since Token
+	if req.since != nil {
+		since = *req.since
+	}
+	to := since
+	to.Room = rd.readPos
+	if to.AccountData, err = rd.snap.MaxAccountDataPos(user); err != nil {
+		return nil, nil, Token{}, err
+	}
+	if since.Room > to.Room || since.AccountData > to.AccountData {
+		return nil, nil, Token{}, httputil.InvalidParam("since token is not one this server gave out")
+	}
+
+	// An incremental sync reads only the rooms with news; the list of
+	// joined rooms (for account data and long-polls) comes from a cache.
+	var rooms []storage.UserRoom
+	joined, cached := s.joined.get(user)
+	if req.since == nil || req.fullState || !cached {
+		all, err := rd.snap.UserRooms(user)
+		if err != nil {
+			return nil, nil, Token{}, err
+		}
+		joined = joined[:0:0]
+		for _, ur := range all {
+			if ur.Membership == "join" {
+				joined = append(joined, ur.RoomID)
+			}
+		}
+		s.joined.put(user, joined, rd.readPos)
+		rooms = all
+	}
+	if req.since != nil && !req.fullState {
+		if rooms, err = rd.snap.ChangedRooms(user, since.Room, to.Room); err != nil {
+			return nil, nil, Token{}, err
+		}
+	}
+	res := newSyncResponse()
+	f := req.filter
+	for _, ur := range rooms {
+		if !f.Room.allowsRoom(ur.RoomID) {
+			continue
+		}
+		if err := rd.syncRoom(res, req, ur, since.Room); err != nil {
+			return nil, nil, Token{}, err
+		}
+	}
+	keys := make([]string, 0, len(joined)+1)
+	keys = append(keys, userKey(user))
+	for _, id := range joined {
+		keys = append(keys, roomKey(id))
+	}
+	if err := rd.accountData(res, req, since.AccountData, to.AccountData, joined); err != nil {
+		return nil, nil, Token{}, err
+	}
+	res.NextBatch = to.String()
+	return res, keys, to, nil
+}
