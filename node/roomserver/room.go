@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -448,7 +449,7 @@ func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
 // target's own sender. A redaction of an unknown event is kept and
 // applies nothing.
 func (r *room) redact(tx *storage.Tx, ev gomatrixserverlib.PDU) error {
-	targetID := ev.Redacts()
+	targetID := redactsOf(ev)
 	if targetID == "" {
 		return nil
 	}
@@ -514,4 +515,19 @@ func (r *room) canRedactOthers(sender spec.SenderID) bool {
 	}
 	_ = plEv
 	return pl.UserLevel(sender) >= pl.Redact
+}
+
+// redactsOf is a redaction's target: top level before room version 11,
+// in content from 11 on.
+func redactsOf(ev gomatrixserverlib.PDU) string {
+	if id := ev.Redacts(); id != "" {
+		return id
+	}
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil {
+		return ""
+	}
+	return c.Redacts
 }

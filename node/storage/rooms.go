@@ -109,6 +109,9 @@ var roomsMigrations = []string{
 		state_before TEXT,              -- JSON list of event IDs, or NULL
 		json BLOB NOT NULL
 	);`,
+	// Only stream rows that change state: working out the state at a
+	// timeline's start then costs what changed, not every message since.
+	`CREATE INDEX stream_state ON stream (room_nid, pos) WHERE adds != x'' OR removes != x'';`,
 }
 
 // MigrateRooms creates or updates the roomserver's tables.

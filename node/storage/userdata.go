@@ -22,6 +22,8 @@ var userdataMigrations = []string{
 		user_id TEXT NOT NULL,
 		filter BLOB NOT NULL
 	);`,
+	// MAX(pos) over all users, for the next position, without a scan.
+	`CREATE INDEX account_data_pos_all ON account_data (pos);`,
 }
 
 // MigrateUserData creates or updates the account data and filter tables.
