@@ -49,6 +49,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.DB.Compact == "" {
+		cfg.DB.Compact = cfg.ServerName
+	}
 	db, err := storage.Open(cfg.DB)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,9 @@ type Options struct {
 	Exclusive bool
 	// Readers is the number of read connections (default 4).
 	Readers int
+	// Compact is a string that recurs in most stored event JSON (the
+	// node's server name): it is stored as one byte (see compact.go).
+	Compact string
 }
 
 // DB is the node's database: one writer that group-commits, many readers.
@@ -42,6 +45,7 @@ type DB struct {
 	// running most of our statements.
 	wstmts, rstmts sync.Map
 	unprepared     atomic.Bool
+	compact        []byte
 }
 
 type writeReq struct {
@@ -182,6 +186,9 @@ func Open(opts Options) (*DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)
 	}
 	db := &DB{w: w, r: w, writes: make(chan *writeReq, maxBatch), done: make(chan struct{})}
+	if opts.Compact != "" {
+		db.compact = []byte(opts.Compact)
+	}
 	if !opts.Exclusive {
 		n := opts.Readers
 		if n <= 0 {

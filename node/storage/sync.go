@@ -347,7 +347,7 @@ func (ss *SyncSnapshot) StreamEach(roomNID, after, upto int64, desc bool, fn fun
 		if len(removes) > 0 {
 			r.Removes = append([]byte(nil), removes...)
 		}
-		e.JSON = js
+		e.JSON = ss.s.db.Unpack(js)
 		if !fn(&r) {
 			break
 		}
@@ -477,6 +477,7 @@ func (ss *SyncSnapshot) EventsByNID(nids []int64) ([]SyncEvent, error) {
 		if err := rows.Scan(&e.NID, &e.ID, &e.TypeNID, &e.KeyNID, &e.SnapshotNID, &e.StreamPos, &e.Redacted, &e.JSON); err != nil {
 			return nil, err
 		}
+		e.JSON = ss.s.db.Unpack(e.JSON)
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -509,6 +510,7 @@ func (ss *SyncSnapshot) EventKeys(nids []int64) ([]StateEntry, error) {
 func (ss *SyncSnapshot) EventByID(eventID string) (ev SyncEvent, roomNID int64, rejected bool, err error) {
 	err = ss.stmt(stEventByID).QueryRowContext(ss.ctx, eventID).Scan(&roomNID, &rejected,
 		&ev.NID, &ev.ID, &ev.TypeNID, &ev.KeyNID, &ev.SnapshotNID, &ev.StreamPos, &ev.Redacted, &ev.JSON)
+	ev.JSON = ss.s.db.Unpack(ev.JSON)
 	return ev, roomNID, rejected, notFound(err)
 }
 
@@ -611,7 +613,7 @@ func (ss *SyncSnapshot) TxnIDs(device string, roomNID int64, eventNIDs []int64) 
 	if len(eventNIDs) == 0 || device == "" {
 		return nil, nil
 	}
-	return scanNames(ss.stmt(stTxnIDs).QueryContext(ss.ctx, device, roomNID, jsonInts(eventNIDs)))
+	return scanNames(ss.stmt(stTxnIDs).QueryContext(ss.ctx, deviceHash(device), roomNID, jsonInts(eventNIDs)))
 }
 
 func jsonStrings(ss []string) string {
