@@ -67,11 +67,19 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("load identity: %w", err)
 	}
+	h, err := startP2P(ctx, id, opts, log)
+	if err != nil {
+		return fmt.Errorf("start libp2p: %w", err)
+	}
+	// Closed after the node (deferred first, runs last): the node's
+	// outbound queues stop before the transport goes.
+	defer h.Close()
 	opening := time.Now()
 	n, err := node.New(node.Config{
 		ServerName:       id.ServerName,
 		KeyID:            identity.KeyID,
 		PrivateKey:       id.Private,
+		KeyOf:            identity.PublicKeyOf,
 		DB:               storage.Options{Path: filepath.Join(opts.Data, "hearth.db")},
 		OpenRegistration: !opts.NoRegistration,
 		Logger:           log,
@@ -86,12 +94,6 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 		}
 	}()
 
-	if len(opts.P2P) > 0 || len(opts.Bootstrap) > 0 || opts.NoMDNS {
-		// Accepted now so scripts can pass them; federation uses them.
-		log.Info("libp2p is not enabled in this build yet; p2p flags are stored only",
-			"p2p", opts.P2P, "bootstrap", opts.Bootstrap, "no_mdns", opts.NoMDNS)
-	}
-
 	ln, err := net.Listen("tcp", opts.HTTP)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", opts.HTTP, err)
@@ -101,10 +103,8 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 	defer cancelBase()
 	srv := &http.Server{
 		Handler: routes{
-			Matrix: n.Handler(),
-			Status: func() Status {
-				return Status{ServerName: id.ServerName, PeerID: id.PeerID.String()}
-			},
+			Matrix:       n.Handler(),
+			Status:       func() Status { return status(h) },
 			Web:          web.FS(),
 			PublicStatus: opts.PublicStatus,
 		}.handler(),
@@ -115,7 +115,7 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "server_name", id.ServerName,
+	log.Info("listening", "addr", ln.Addr().String(), "server_name", id.ServerName, "p2p", strs(h.Addrs()),
 		"peer_id", id.PeerID.String(), "data", opts.Data, "registration", !opts.NoRegistration,
 		"startup", time.Since(started).Round(10*time.Microsecond), "node_open", nodeOpen.Round(10*time.Microsecond))
 

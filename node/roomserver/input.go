@@ -271,7 +271,7 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	// 1. Auth against the event's own auth events.
 	authIDs := ev.AuthEventIDs()
 	isCreate := ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("")
-	if c := r.createEventID(); c != "" && !isCreate {
+	if c := r.createEventID(); c != "" && !isCreate && !slices.Contains(authIDs, c) {
 		authIDs = append(authIDs, c)
 	}
 	authRows, missing, err := r.eventsByID(tx, authIDs)

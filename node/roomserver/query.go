@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -225,8 +226,8 @@ func authEventIDs(p gomatrixserverlib.PDU) []string {
 	ids := p.AuthEventIDs()
 	verImpl, err := gomatrixserverlib.GetRoomVersion(p.Version())
 	isCreate := p.Type() == spec.MRoomCreate && p.StateKeyEquals("")
-	if err == nil && verImpl.DomainlessRoomIDs() && !isCreate {
-		ids = append(ids, "$"+p.RoomID().String()[1:])
+	if c := "$" + p.RoomID().String()[1:]; err == nil && verImpl.DomainlessRoomIDs() && !isCreate && !slices.Contains(ids, c) {
+		ids = append(ids, c)
 	}
 	return ids
 }

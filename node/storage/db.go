@@ -58,22 +58,39 @@ type writeReq struct {
 type Tx struct {
 	tx *sql.Tx
 	db *DB
+	// statements prepared on this transaction, for queries the writer has
+	// not prepared yet: a transaction that inputs thousands of events (a
+	// remote join) must not parse each query thousands of times.
+	local map[string]*sql.Stmt
 }
 
-// stmt returns the transaction's form of the writer's prepared statement
-// for q, or nil if q has not been prepared yet. The writer has one
-// connection, busy with this transaction, so a new statement is prepared
-// only after the commit (see prepareWrites) and runs unprepared this once.
+// stmt returns a prepared form of q for this transaction, or nil if q
+// cannot be prepared (several statements in one string). The writer has
+// one connection, busy with this transaction, so statements new to it are
+// prepared on the transaction now and on the writer after the commit (see
+// prepareWrites).
 func (t *Tx) stmt(q string) *sql.Stmt {
-	if s, ok := t.db.wstmts.Load(q); ok && s != nil {
-		if st, ok := s.(*sql.Stmt); ok {
-			return t.tx.Stmt(st)
-		}
+	v, ok := t.db.wstmts.Load(q)
+	if st, isStmt := v.(*sql.Stmt); isStmt {
+		return t.tx.Stmt(st)
+	}
+	if ok && v == true {
 		return nil
+	}
+	if st := t.local[q]; st != nil {
+		return st
 	}
 	t.db.wstmts.LoadOrStore(q, false) // to prepare after the commit
 	t.db.unprepared.Store(true)
-	return nil
+	st, err := t.tx.Prepare(q)
+	if err != nil {
+		return nil
+	}
+	if t.local == nil {
+		t.local = map[string]*sql.Stmt{}
+	}
+	t.local[q] = st
+	return st
 }
 
 // Exec runs a statement in the transaction.

@@ -1,0 +1,445 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"hearth/node/storage"
+)
+
+// Limits of one transaction, from the spec.
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+)
+
+// txnMemory is how long received transaction IDs are remembered.
+const txnMemory = 24 * time.Hour
+
+// The fan-out follows the roomserver's output stream with a persistent
+// cursor: each event this server must send (its own users' events, and
+// the joins and leaves it handled as the resident server) is queued for
+// every other server with members joined to the room, plus the server of
+// a membership event's target (an invite, a kick). Queueing and moving
+// the cursor share one commit, so a crash neither loses nor repeats a
+// queued event.
+func (f *Federation) fanout(cursor int64) {
+	defer f.wg.Done()
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	<-retry.C
+	for {
+		var err error
+		if cursor, err = f.fanoutOnce(cursor); err != nil {
+			if f.ctx.Err() != nil {
+				return
+			}
+			f.log.Error("queueing events", "err", err)
+			retry.Reset(time.Second)
+		}
+		select {
+		case <-f.fanWake:
+		case <-retry.C:
+		case <-prune.C:
+			if err := f.db.PruneFedTxns(f.ctx, time.Now().Add(-txnMemory).UnixMilli()); err != nil {
+				f.log.Warn("pruning old transactions", "err", err)
+			}
+		case <-f.ctx.Done():
+			return
+		}
+	}
+}
+
+// fanoutOnce queues everything after cursor and returns the new cursor.
+func (f *Federation) fanoutOnce(cursor int64) (int64, error) {
+	const batch = 256
+	for {
+		rows, err := f.db.FedStreamAfter(f.ctx, cursor, batch)
+		if err != nil || len(rows) == 0 {
+			return cursor, err
+		}
+		items, forwarded, err := f.plan(rows)
+		if err != nil {
+			return cursor, err
+		}
+		last := rows[len(rows)-1].Pos
+		if err := f.db.EnqueuePDUs(f.ctx, last, items, forwarded); err != nil {
+			return cursor, err
+		}
+		cursor = last
+		counts := map[string]int{}
+		for _, it := range items {
+			counts[it.Dest]++
+		}
+		for name, n := range counts {
+			d := f.destination(name)
+			if d.addQueued(n) > f.cfg.MaxQueuedPDUs {
+				f.trim(d)
+			}
+			f.kick(d)
+		}
+		if len(rows) < batch {
+			return cursor, nil // caught up; OnOutput wakes us for more
+		}
+	}
+}
+
+// streamEvent is what the fan-out reads of an event.
+type streamEvent struct {
+	Sender   string  `json:"sender"`
+	Type     string  `json:"type"`
+	StateKey *string `json:"state_key"`
+}
+
+// plan decides who gets each stream row.
+func (f *Federation) plan(rows []storage.FedStreamRow) ([]storage.FedQueued, []string, error) {
+	ours := string(f.cfg.ServerName)
+	var items []storage.FedQueued
+	var forwarded []string
+	for _, row := range rows {
+		if row.StateChanged {
+			f.joinedMu.Lock()
+			delete(f.joined, row.RoomNID)
+			f.joinedMu.Unlock()
+		}
+		var ev streamEvent
+		if err := json.Unmarshal(row.JSON, &ev); err != nil {
+			f.log.Warn("unreadable stream event", "event", row.EventID, "err", err)
+			continue
+		}
+		origin := serverOf(ev.Sender)
+		if origin != ours {
+			marked, err := f.db.ForwardMarked(f.ctx, row.EventID)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !marked {
+				continue // its own server sends it
+			}
+			forwarded = append(forwarded, row.EventID)
+		}
+		servers, err := f.joinedServers(f.ctx, row.RoomNID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ev.Type == spec.MRoomMember && ev.StateKey != nil {
+			if s := serverOf(*ev.StateKey); s != "" && !slices.Contains(servers, s) {
+				servers = append(slices.Clip(servers), s)
+			}
+		}
+		for _, s := range servers {
+			if s != ours && s != origin {
+				items = append(items, storage.FedQueued{Dest: s, EventNID: row.EventNID})
+			}
+		}
+	}
+	return items, forwarded, nil
+}
+
+// joinedServers lists the servers with members joined to a room, from a
+// cache the fan-out invalidates on every state change.
+func (f *Federation) joinedServers(ctx context.Context, roomNID int64) ([]string, error) {
+	f.joinedMu.Lock()
+	s, ok := f.joined[roomNID]
+	f.joinedMu.Unlock()
+	if ok {
+		return s, nil
+	}
+	users, err := f.db.JoinedUsers(ctx, roomNID)
+	if err != nil {
+		return nil, fmt.Errorf("federation: joined members: %w", err)
+	}
+	set := map[string]bool{}
+	for _, u := range users {
+		if srv := serverOf(u); srv != "" && !set[srv] {
+			set[srv] = true
+			s = append(s, srv)
+		}
+	}
+	slices.Sort(s)
+	f.joinedMu.Lock()
+	if len(f.joined) > 10_000 {
+		clear(f.joined)
+	}
+	f.joined[roomNID] = s
+	f.joinedMu.Unlock()
+	return s, nil
+}
+
+// RoomServers lists the servers other than this one with members joined
+// to a room: where the room's EDUs (typing, receipts) go.
+func (f *Federation) RoomServers(ctx context.Context, roomID string) ([]string, error) {
+	nid, err := f.db.RoomNIDOf(ctx, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("federation: room %s: %w", roomID, err)
+	}
+	all, err := f.joinedServers(ctx, nid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(all))
+	for _, s := range all {
+		if s != string(f.cfg.ServerName) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// SendEDU queues an EDU for each destination (this server skipped). The
+// queue is persistent but bounded (MaxQueuedEDUs per destination, oldest
+// dropped): typing and presence go stale anyway.
+func (f *Federation) SendEDU(ctx context.Context, edu gomatrixserverlib.EDU, destinations ...string) error {
+	edu.Origin = string(f.cfg.ServerName)
+	var dests []string
+	for _, d := range destinations {
+		if d != "" && d != string(f.cfg.ServerName) && !slices.Contains(dests, d) {
+			dests = append(dests, d)
+		}
+	}
+	if len(dests) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(edu)
+	if err != nil {
+		return fmt.Errorf("federation: encode EDU: %w", err)
+	}
+	if err := f.db.EnqueueEDU(ctx, dests, b, f.cfg.MaxQueuedEDUs); err != nil {
+		return fmt.Errorf("federation: queue EDU: %w", err)
+	}
+	for _, d := range dests {
+		f.kick(f.destination(d))
+	}
+	return nil
+}
+
+// destination is one remote server's sender state. At most one sender
+// goroutine runs per destination, and only while it has work.
+type destination struct {
+	name   string
+	mu     sync.Mutex
+	queued int  // PDUs queued, approximately
+	active bool // a sender goroutine is running
+	wake   chan struct{}
+	online chan struct{}
+}
+
+func (d *destination) addQueued(n int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.queued = max(0, d.queued+n)
+	return d.queued
+}
+
+func (f *Federation) destination(name string) *destination {
+	f.destMu.Lock()
+	defer f.destMu.Unlock()
+	d := f.dests[name]
+	if d == nil {
+		d = &destination{name: name, wake: make(chan struct{}, 1), online: make(chan struct{}, 1)}
+		f.dests[name] = d
+	}
+	return d
+}
+
+// kick tells d's sender there is work, starting it if it is not running.
+func (f *Federation) kick(d *destination) {
+	f.destMu.Lock()
+	defer f.destMu.Unlock()
+	if !f.started || f.closed {
+		return // Start picks up what is queued
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.active {
+		d.active = true
+		f.wg.Add(1)
+		go f.sender(d)
+		return
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// peerOnline cuts short a destination's back-off: the server just talked
+// to us, so it is probably reachable again.
+func (f *Federation) peerOnline(name string) {
+	f.destMu.Lock()
+	d := f.dests[name]
+	f.destMu.Unlock()
+	if d == nil {
+		return
+	}
+	select {
+	case d.online <- struct{}{}:
+	default:
+	}
+}
+
+// PeerOnline tells federation that a server is reachable again (the
+// transport connected to it), so its queue is retried now rather than
+// after the back-off.
+func (f *Federation) PeerOnline(serverName string) { f.peerOnline(serverName) }
+
+func (f *Federation) trim(d *destination) {
+	n, err := f.db.TrimPDUQueue(f.ctx, d.name, f.cfg.MaxQueuedPDUs)
+	if err != nil {
+		f.log.Warn("trimming queue", "dest", d.name, "err", err)
+		return
+	}
+	if n > 0 {
+		d.addQueued(-int(n))
+		f.log.Warn("queue full: dropped the oldest events; the server will fetch them when it returns",
+			"dest", d.name, "dropped", n)
+	}
+}
+
+// sender sends d's queue, one transaction at a time, oldest first. On
+// failure it backs off exponentially (MinBackoff up to MaxBackoff) and
+// keeps everything queued; after a success it goes on at once.
+func (f *Federation) sender(d *destination) {
+	defer f.wg.Done()
+	var backoff time.Duration
+	for {
+		if f.ctx.Err() != nil {
+			return
+		}
+		// Drop a pending wake-up: this peek sees everything queued so far.
+		select {
+		case <-d.wake:
+		default:
+		}
+		pdus, edus, err := f.db.PeekQueue(f.ctx, d.name, maxTxnPDUs, maxTxnEDUs)
+		if err == nil && len(pdus) == 0 && len(edus) == 0 {
+			if d.idle() {
+				return
+			}
+			continue
+		}
+		if err == nil {
+			err = f.sendTxn(d, pdus, edus)
+		}
+		if err == nil {
+			backoff = 0
+			if len(pdus) < maxTxnPDUs && len(edus) < maxTxnEDUs && d.idle() {
+				return // that was all: nothing was queued since the peek
+			}
+			continue
+		}
+		if f.ctx.Err() != nil {
+			return
+		}
+		backoff = min(max(backoff*2, f.cfg.MinBackoff), f.cfg.MaxBackoff)
+		f.log.Info("sending failed; retrying later", "dest", d.name, "in", backoff, "err", err)
+		select { // a sign of life from before this failure says nothing
+		case <-d.online:
+		default:
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-d.online:
+			t.Stop()
+			backoff = 0
+		case <-f.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// idle ends the sender unless work was queued since its last peek (kick
+// leaves a wake-up while the sender is active).
+func (d *destination) idle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.wake:
+		return false
+	default:
+		d.active = false
+		return true
+	}
+}
+
+// sendTxn sends one transaction and dequeues what it carried.
+func (f *Federation) sendTxn(d *destination, pdus []storage.FedPDU, edus []storage.FedEDU) error {
+	var lastPDU, lastEDU int64
+	txn := gomatrixserverlib.Transaction{
+		Origin: f.cfg.ServerName, Destination: spec.ServerName(d.name),
+		OriginServerTS: spec.AsTimestamp(time.Now()),
+		PDUs:           make([]json.RawMessage, 0, len(pdus)),
+	}
+	for _, p := range pdus {
+		lastPDU = p.Seq
+		if p.JSON != nil {
+			txn.PDUs = append(txn.PDUs, p.JSON)
+		}
+	}
+	for _, e := range edus {
+		lastEDU = e.Seq
+		var edu gomatrixserverlib.EDU
+		if err := json.Unmarshal(e.JSON, &edu); err != nil {
+			continue
+		}
+		txn.EDUs = append(txn.EDUs, edu)
+	}
+	if len(txn.PDUs) > 0 || len(txn.EDUs) > 0 {
+		// The same contents get the same ID (within a run): a retry of a
+		// transaction the other side did process is answered from its
+		// record, not processed twice.
+		var firstPDU, firstEDU int64
+		if len(pdus) > 0 {
+			firstPDU = pdus[0].Seq
+		}
+		if len(edus) > 0 {
+			firstEDU = edus[0].Seq
+		}
+		txn.TransactionID = gomatrixserverlib.TransactionID(fmt.Sprintf("%s-%d-%d-%d-%d", f.nonce, firstPDU, lastPDU, firstEDU, lastEDU))
+		ctx, cancel := context.WithTimeout(f.ctx, f.cfg.RequestTimeout)
+		resp, err := f.client.SendTransaction(ctx, txn)
+		cancel()
+		if err != nil && !permanent(err) {
+			return err
+		}
+		if err != nil {
+			f.log.Error("destination refused a transaction; dropping it", "dest", d.name, "txn", txn.TransactionID, "err", err)
+		}
+		for id, r := range resp.PDUs {
+			if r.Error != "" {
+				f.log.Debug("destination refused an event", "dest", d.name, "event", id, "err", r.Error)
+			}
+		}
+	}
+	if err := f.db.DequeueSent(f.ctx, d.name, lastPDU, lastEDU); err != nil {
+		return err
+	}
+	d.addQueued(-len(pdus))
+	return nil
+}
+
+// permanent reports whether a failed send must not be retried: the other
+// side said the transaction itself is malformed.
+func permanent(err error) bool {
+	var he gomatrix.HTTPError
+	if errors.As(err, &he) {
+		return he.Code == 400 || he.Code == 413
+	}
+	return false
+}

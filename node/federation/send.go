@@ -1,0 +1,182 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+
+	"hearth/node/httputil"
+	"hearth/node/roomserver"
+	"hearth/node/storage"
+)
+
+// txnBody is a /send transaction as it arrives.
+type txnBody struct {
+	Origin         string                  `json:"origin"`
+	OriginServerTS int64                   `json:"origin_server_ts"`
+	PDUs           []json.RawMessage       `json:"pdus"`
+	EDUs           []gomatrixserverlib.EDU `json:"edus"`
+}
+
+// ephemeral are the EDU types handed to Config.OnEDU; others are dropped.
+var ephemeral = map[string]bool{
+	"m.typing": true, "m.receipt": true, "m.presence": true,
+	"m.direct_to_device": true, "m.device_list_update": true, "m.signing_key_update": true,
+}
+
+// handleSend serves PUT /v1/send/{txnId}: each PDU goes through the
+// roomserver (gaps filled from the origin first), each EDU to OnEDU. A
+// transaction ID seen before from the same origin gets the first answer.
+func (f *Federation) handleSend(r *http.Request, origin string, body []byte) (any, error) {
+	txnID := r.PathValue("txnId")
+	var t txnBody
+	if err := httputil.DecodeJSON(body, &t); err != nil {
+		return nil, err
+	}
+	if len(t.PDUs) > maxTxnPDUs || len(t.EDUs) > maxTxnEDUs {
+		return nil, httputil.Errf(400, "M_TOO_LARGE",
+			fmt.Sprintf("a transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs))
+	}
+	release := f.txnLock(origin, txnID)
+	defer release()
+	if prev, err := f.db.FedTxnResponse(r.Context(), origin, txnID); err == nil {
+		return json.RawMessage(prev), nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	resp := fclient.RespSend{PDUs: f.inputPDUs(r.Context(), origin, t.PDUs)}
+	for _, edu := range t.EDUs {
+		if !ephemeral[edu.Type] {
+			f.log.Debug("dropping EDU of unknown type", "origin", origin, "type", edu.Type)
+			continue
+		}
+		edu.Origin = origin
+		if f.cfg.OnEDU != nil {
+			f.cfg.OnEDU(origin, edu)
+		}
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.db.PutFedTxn(r.Context(), origin, txnID, time.Now().UnixMilli(), b); err != nil {
+		f.log.Warn("recording transaction", "origin", origin, "txn", txnID, "err", err)
+	}
+	return json.RawMessage(b), nil
+}
+
+// txnLock serialises the processing of one (origin, txn ID), so a retry
+// racing the first attempt waits for its answer.
+func (f *Federation) txnLock(origin, txnID string) func() {
+	key := origin + "\x00" + txnID
+	for {
+		f.txnMu.Lock()
+		ch, busy := f.txnBusy[key]
+		if !busy {
+			ch = make(chan struct{})
+			f.txnBusy[key] = ch
+			f.txnMu.Unlock()
+			return func() {
+				f.txnMu.Lock()
+				delete(f.txnBusy, key)
+				f.txnMu.Unlock()
+				close(ch)
+			}
+		}
+		f.txnMu.Unlock()
+		<-ch
+	}
+}
+
+// inputPDUs inputs a transaction's PDUs and returns each one's result.
+// Events that wait for earlier events are retried, per room in parallel,
+// once the gap is filled from origin (each room within GapTimeout).
+func (f *Federation) inputPDUs(ctx context.Context, origin string, raws []json.RawMessage) map[string]fclient.PDUResult {
+	out := make(map[string]fclient.PDUResult, len(raws))
+	if len(raws) == 0 {
+		return out
+	}
+	in := make([]roomserver.InputEvent, len(raws))
+	for i, raw := range raws {
+		in[i] = roomserver.InputEvent{Origin: origin, JSON: raw}
+	}
+	res := f.rs.Input(ctx, in)
+	waiting := map[string][]gomatrixserverlib.PDU{}
+	for i, r := range res {
+		var me *roomserver.MissingEventsError
+		if errors.As(r.Err, &me) {
+			if p := f.parseStored(ctx, raws[i]); p != nil {
+				roomID := p.RoomID().String()
+				waiting[roomID] = append(waiting[roomID], p)
+				continue
+			}
+		}
+		id := r.EventID
+		if id == "" { // refused before the roomserver named it
+			p := f.parseStored(ctx, raws[i])
+			if p == nil {
+				continue // unparseable: nothing to key a result by
+			}
+			id = p.EventID()
+		}
+		out[id] = pduResult(r)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for roomID, evs := range waiting {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gctx, cancel := context.WithTimeout(ctx, f.cfg.GapTimeout)
+			defer cancel()
+			g := &gap{origin: origin, roomID: roomID, version: evs[0].Version()}
+			for _, ev := range topoOrder(evs, prevDeps) {
+				err := f.ensure(gctx, g, ev)
+				mu.Lock()
+				out[ev.EventID()] = pduResult(roomserver.InputResult{Err: err})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// parseStored parses an event of a room we have, for retrying it.
+func (f *Federation) parseStored(ctx context.Context, raw []byte) gomatrixserverlib.PDU {
+	var probe struct {
+		RoomID string `json:"room_id"`
+	}
+	if json.Unmarshal(raw, &probe) != nil {
+		return nil
+	}
+	v, err := f.rs.RoomVersion(ctx, probe.RoomID)
+	if err != nil {
+		return nil
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(v)
+	if err != nil {
+		return nil
+	}
+	p, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// pduResult is an event's entry in the /send answer: empty when it was
+// stored (a soft-failed event too: the spec counts it as accepted).
+func pduResult(r roomserver.InputResult) fclient.PDUResult {
+	if r.Err != nil {
+		return fclient.PDUResult{Error: r.Err.Error()}
+	}
+	return fclient.PDUResult{}
+}

@@ -1,0 +1,369 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Federation's tables: persistent per-destination queues of PDUs (event
+// NIDs, the JSON stays in events) and EDUs, the position in the output
+// stream up to which events have been queued, the remote events this
+// server must pass on (joins and leaves it took part in as the resident
+// server), and the transactions received from each origin (for
+// de-duplication). Federation also reads the roomserver's stream, events,
+// rooms, memberships and state tables; it never writes them.
+var federationMigrations = []string{
+	`CREATE TABLE fed_cursor (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		pos INTEGER NOT NULL
+	);
+	CREATE TABLE fed_pdus (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		dest TEXT NOT NULL,
+		event_nid INTEGER NOT NULL
+	);
+	CREATE INDEX fed_pdus_dest ON fed_pdus (dest, seq);
+	CREATE TABLE fed_edus (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		dest TEXT NOT NULL,
+		edu BLOB NOT NULL
+	);
+	CREATE INDEX fed_edus_dest ON fed_edus (dest, seq);
+	CREATE TABLE fed_forward (
+		event_id TEXT PRIMARY KEY
+	) WITHOUT ROWID;
+	CREATE TABLE fed_txns (
+		origin TEXT NOT NULL,
+		txn_id TEXT NOT NULL,
+		ts INTEGER NOT NULL,
+		response BLOB NOT NULL,
+		PRIMARY KEY (origin, txn_id)
+	) WITHOUT ROWID;`,
+}
+
+// MigrateFederation creates or updates federation's tables.
+func (db *DB) MigrateFederation() error { return db.Migrate("federation", federationMigrations) }
+
+// FedCursor returns the stream position up to which events have been
+// queued for other servers. A new cursor starts at the stream's end:
+// history from before federation ran is not pushed to anyone.
+func (db *DB) FedCursor(ctx context.Context) (int64, error) {
+	var pos int64
+	err := db.Write(ctx, func(tx *Tx) error {
+		err := tx.QueryRow(`SELECT pos FROM fed_cursor WHERE id = 1`).Scan(&pos)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if err := tx.QueryRow(`SELECT COALESCE(MAX(pos), 0) FROM stream`).Scan(&pos); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO fed_cursor (id, pos) VALUES (1, ?)`, pos)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: federation cursor: %w", err)
+	}
+	return pos, nil
+}
+
+// FedStreamRow is one output stream row as federation reads it.
+type FedStreamRow struct {
+	Pos          int64
+	RoomNID      int64
+	RoomID       string
+	EventNID     int64
+	EventID      string
+	JSON         []byte
+	StateChanged bool // the row added or removed state
+}
+
+// FedStreamAfter returns up to limit stream rows after pos, oldest first.
+func (db *DB) FedStreamAfter(ctx context.Context, pos int64, limit int) ([]FedStreamRow, error) {
+	rows, err := db.Query(ctx, `SELECT s.pos, s.room_nid, r.room_id, s.event_nid, e.event_id, e.json,
+			length(s.adds) + length(s.removes) > 0
+		FROM stream s JOIN events e ON e.event_nid = s.event_nid JOIN rooms r ON r.room_nid = s.room_nid
+		WHERE s.pos > ? ORDER BY s.pos LIMIT ?`, pos, limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: stream after %d: %w", pos, err)
+	}
+	defer rows.Close()
+	var out []FedStreamRow
+	for rows.Next() {
+		var r FedStreamRow
+		if err := rows.Scan(&r.Pos, &r.RoomNID, &r.RoomID, &r.EventNID, &r.EventID, &r.JSON, &r.StateChanged); err != nil {
+			return nil, err
+		}
+		r.JSON = db.Unpack(r.JSON)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// JoinedUsers lists the users whose current membership of a room is join.
+func (db *DB) JoinedUsers(ctx context.Context, roomNID int64) ([]string, error) {
+	return db.strings(ctx, `SELECT user_id FROM memberships WHERE room_nid = ? AND membership = 'join'`, roomNID)
+}
+
+// FedQueued is one PDU to send to a destination.
+type FedQueued struct {
+	Dest     string
+	EventNID int64
+}
+
+// EnqueuePDUs adds PDUs to destinations' queues and moves the stream
+// cursor to pos, in one commit. Forward markers of the queued events are
+// dropped.
+func (db *DB) EnqueuePDUs(ctx context.Context, pos int64, items []FedQueued, forwarded []string) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		for _, it := range items {
+			if _, err := tx.Exec(`INSERT INTO fed_pdus (dest, event_nid) VALUES (?, ?)`, it.Dest, it.EventNID); err != nil {
+				return fmt.Errorf("storage: enqueue pdu: %w", err)
+			}
+		}
+		for _, id := range forwarded {
+			if _, err := tx.Exec(`DELETE FROM fed_forward WHERE event_id = ?`, id); err != nil {
+				return fmt.Errorf("storage: forward marker: %w", err)
+			}
+		}
+		_, err := tx.Exec(`UPDATE fed_cursor SET pos = ? WHERE id = 1`, pos)
+		return err
+	})
+}
+
+// TrimPDUQueue keeps only the newest keep PDUs queued for dest and
+// returns how many it dropped.
+func (db *DB) TrimPDUQueue(ctx context.Context, dest string, keep int) (int64, error) {
+	var n int64
+	err := db.Write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec(`DELETE FROM fed_pdus WHERE dest = ? AND seq <= (
+			SELECT seq FROM fed_pdus WHERE dest = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`, dest, dest, keep)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// EnqueueEDU adds an EDU to each destination's queue, dropping the
+// oldest beyond keep per destination.
+func (db *DB) EnqueueEDU(ctx context.Context, dests []string, edu []byte, keep int) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		for _, d := range dests {
+			if _, err := tx.Exec(`INSERT INTO fed_edus (dest, edu) VALUES (?, ?)`, d, edu); err != nil {
+				return fmt.Errorf("storage: enqueue edu: %w", err)
+			}
+			if _, err := tx.Exec(`DELETE FROM fed_edus WHERE dest = ? AND seq <= (
+				SELECT seq FROM fed_edus WHERE dest = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`, d, d, keep); err != nil {
+				return fmt.Errorf("storage: trim edus: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// FedPDU is a queued PDU with its event's JSON.
+type FedPDU struct {
+	Seq  int64
+	JSON []byte
+}
+
+// FedEDU is a queued EDU.
+type FedEDU struct {
+	Seq  int64
+	JSON []byte
+}
+
+// PeekQueue returns the oldest PDUs and EDUs queued for dest. PDUs whose
+// event is gone or was rejected come back with nil JSON so they are
+// deleted with the rest.
+func (db *DB) PeekQueue(ctx context.Context, dest string, maxPDUs, maxEDUs int) ([]FedPDU, []FedEDU, error) {
+	rows, err := db.Query(ctx, `SELECT q.seq, CASE WHEN e.rejected THEN NULL ELSE e.json END
+		FROM fed_pdus q LEFT JOIN events e ON e.event_nid = q.event_nid
+		WHERE q.dest = ? ORDER BY q.seq LIMIT ?`, dest, maxPDUs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: peek pdus for %s: %w", dest, err)
+	}
+	var pdus []FedPDU
+	for rows.Next() {
+		var p FedPDU
+		if err := rows.Scan(&p.Seq, &p.JSON); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		if p.JSON != nil {
+			p.JSON = db.Unpack(p.JSON)
+		}
+		pdus = append(pdus, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	rows, err = db.Query(ctx, `SELECT seq, edu FROM fed_edus WHERE dest = ? ORDER BY seq LIMIT ?`, dest, maxEDUs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: peek edus for %s: %w", dest, err)
+	}
+	defer rows.Close()
+	var edus []FedEDU
+	for rows.Next() {
+		var e FedEDU
+		if err := rows.Scan(&e.Seq, &e.JSON); err != nil {
+			return nil, nil, err
+		}
+		edus = append(edus, e)
+	}
+	return pdus, edus, rows.Err()
+}
+
+// DequeueSent deletes what a delivered transaction carried: dest's PDUs
+// up to pduSeq and EDUs up to eduSeq (0: none).
+func (db *DB) DequeueSent(ctx context.Context, dest string, pduSeq, eduSeq int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		if pduSeq > 0 {
+			if _, err := tx.Exec(`DELETE FROM fed_pdus WHERE dest = ? AND seq <= ?`, dest, pduSeq); err != nil {
+				return fmt.Errorf("storage: dequeue pdus: %w", err)
+			}
+		}
+		if eduSeq > 0 {
+			if _, err := tx.Exec(`DELETE FROM fed_edus WHERE dest = ? AND seq <= ?`, dest, eduSeq); err != nil {
+				return fmt.Errorf("storage: dequeue edus: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// QueuedDestinations lists the destinations with something queued, and
+// how many PDUs each has waiting.
+func (db *DB) QueuedDestinations(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	for _, q := range []string{
+		`SELECT dest, COUNT(*) FROM fed_pdus GROUP BY dest`,
+		`SELECT dest, 0 FROM fed_edus GROUP BY dest`,
+	} {
+		rows, err := db.Query(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("storage: queued destinations: %w", err)
+		}
+		for rows.Next() {
+			var d string
+			var n int
+			if err := rows.Scan(&d, &n); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[d] += n
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// MarkForward records that a remote event, once stored, must be passed on
+// to the other servers in its room (a join or leave this server handled
+// as the resident server).
+func (db *DB) MarkForward(ctx context.Context, eventID string) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO fed_forward (event_id) VALUES (?) ON CONFLICT DO NOTHING`, eventID)
+		return err
+	})
+}
+
+// ForwardMarked reports whether MarkForward was called for an event that
+// has not been queued yet.
+func (db *DB) ForwardMarked(ctx context.Context, eventID string) (bool, error) {
+	var one int
+	err := db.QueryRow(ctx, `SELECT 1 FROM fed_forward WHERE event_id = ?`, eventID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// FedTxnResponse returns the answer given to a transaction from origin,
+// or ErrNotFound if it was never processed.
+func (db *DB) FedTxnResponse(ctx context.Context, origin, txnID string) ([]byte, error) {
+	var b []byte
+	err := db.QueryRow(ctx, `SELECT response FROM fed_txns WHERE origin = ? AND txn_id = ?`, origin, txnID).Scan(&b)
+	return b, notFound(err)
+}
+
+// PutFedTxn records the answer to a processed transaction.
+func (db *DB) PutFedTxn(ctx context.Context, origin, txnID string, ts int64, response []byte) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO fed_txns (origin, txn_id, ts, response) VALUES (?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET ts = excluded.ts, response = excluded.response`, origin, txnID, ts, response)
+		return err
+	})
+}
+
+// PruneFedTxns forgets transactions received before ts.
+func (db *DB) PruneFedTxns(ctx context.Context, ts int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`DELETE FROM fed_txns WHERE ts < ?`, ts)
+		return err
+	})
+}
+
+// StateKeysByNID returns the state key strings of key NIDs.
+func (db *DB) StateKeysByNID(ctx context.Context, nids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(nids))
+	if len(nids) == 0 {
+		return out, nil
+	}
+	rows, err := db.Query(ctx, `SELECT key_nid, state_key FROM state_keys WHERE key_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids))
+	if err != nil {
+		return nil, fmt.Errorf("storage: state keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n int64
+		var k string
+		if err := rows.Scan(&n, &k); err != nil {
+			return nil, err
+		}
+		out[n] = k
+	}
+	return out, rows.Err()
+}
+
+// RoomNIDOf returns a room's NID, or ErrNotFound.
+func (db *DB) RoomNIDOf(ctx context.Context, roomID string) (int64, error) {
+	var nid int64
+	err := db.QueryRow(ctx, `SELECT room_nid FROM rooms WHERE room_id = ?`, roomID).Scan(&nid)
+	return nid, notFound(err)
+}
+
+// JoinedLocalCount counts the users of a server (user IDs ending in
+// ":server") joined to a room.
+func (db *DB) JoinedLocalCount(ctx context.Context, roomNID int64, server string) (int, error) {
+	var n int
+	suffix := ":" + server
+	err := db.QueryRow(ctx, `SELECT COUNT(*) FROM memberships WHERE room_nid = ? AND membership = 'join'
+		AND substr(user_id, -length(?)) = ?`, roomNID, suffix, suffix).Scan(&n)
+	return n, err
+}
+
+// MembershipEvent returns a user's current membership of a room and the
+// event NID that set it, or ErrNotFound.
+func (db *DB) MembershipEvent(ctx context.Context, userID string, roomNID int64) (string, int64, error) {
+	var m string
+	var nid int64
+	err := db.QueryRow(ctx, `SELECT membership, event_nid FROM memberships WHERE user_id = ? AND room_nid = ?`, userID, roomNID).Scan(&m, &nid)
+	return m, nid, notFound(err)
+}
+
+// UnmarkForward drops a forward marker whose event was not stored.
+func (db *DB) UnmarkForward(ctx context.Context, eventID string) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`DELETE FROM fed_forward WHERE event_id = ?`, eventID)
+		return err
+	})
+}
