@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"hearth/node/clientapi"
+	"hearth/node/federation"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
 	"hearth/node/syncapi"
@@ -29,9 +30,17 @@ type Config struct {
 	// (Hearth's names are their keys; see p2p/identity).
 	KeyOf func(serverName string) (ed25519.PublicKey, error)
 	DB    storage.Options
-	// OpenRegistration allows m.login.dummy registration.
+	// OpenRegistration allows m.login.dummy registration;
+	// RegistrationFrom, when set, only for the requests it accepts.
 	OpenRegistration bool
-	Logger           *slog.Logger
+	RegistrationFrom func(*http.Request) bool
+	// Transport carries federation requests (matrix://<server name>/...)
+	// to other servers; nil: this node does not federate.
+	Transport http.RoundTripper
+	// RemotePeer names the server an inbound federation request's
+	// connection is authenticated as (libp2p knows; nil: nobody does).
+	RemotePeer func(*http.Request) (serverName string, ok bool)
+	Logger     *slog.Logger
 }
 
 // Node is a running homeserver.
@@ -40,6 +49,7 @@ type Node struct {
 	DB   *storage.DB
 	Room *roomserver.Roomserver
 	Sync *syncapi.Syncer
+	Fed  *federation.Federation
 	API  *clientapi.API
 	mux  *http.ServeMux
 }
@@ -89,14 +99,37 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	n.API = clientapi.New(clientapi.Config{
+	apiCfg := clientapi.Config{
 		ServerName:         cfg.ServerName,
 		OpenRegistration:   cfg.OpenRegistration,
+		RegistrationFrom:   cfg.RegistrationFrom,
 		DefaultRoomVersion: string(roomserver.StableVersions[0]),
 		OnAccountData:      n.Sync.OnAccountData,
-	}, n.DB, n.Room, n.Sync)
+	}
+	if cfg.Transport != nil {
+		n.Fed, err = federation.New(federation.Config{
+			ServerName: spec.ServerName(cfg.ServerName),
+			KeyID:      gomatrixserverlib.KeyID(cfg.KeyID),
+			PrivateKey: cfg.PrivateKey,
+			Transport:  cfg.Transport,
+			Verifier:   verifier,
+			RemotePeer: cfg.RemotePeer,
+			Logger:     cfg.Logger,
+		}, n.DB, n.Room)
+		if err != nil {
+			return err
+		}
+		apiCfg.Federation = n.Fed
+	}
+	n.API = clientapi.New(apiCfg, n.DB, n.Room, n.Sync)
 	n.API.Register(n.mux)
-	return n.Room.Recover(context.Background())
+	if err := n.Room.Recover(context.Background()); err != nil {
+		return err
+	}
+	if n.Fed != nil {
+		return n.Fed.Start()
+	}
+	return nil
 }
 
 // onOutput fans the roomserver's committed events out to its consumers.
@@ -106,16 +139,39 @@ func (n *Node) onOutput(outs []roomserver.Output) {
 		evs[i] = syncapi.NewRoomEvent(o.Pos, o.RoomID, o.Event)
 	}
 	n.Sync.OnRoomEvents(evs)
+	if n.Fed != nil {
+		n.Fed.OnOutput(outs)
+	}
 }
 
 // Handler serves the Client-Server API (/_matrix/client/...).
 func (n *Node) Handler() http.Handler { return n.mux }
+
+// FederationHandler serves the Server-Server API (/_matrix/federation/...,
+// /_matrix/key/...), or nil when the node does not federate.
+func (n *Node) FederationHandler() http.Handler {
+	if n.Fed == nil {
+		return nil
+	}
+	return n.Fed.Handler()
+}
+
+// PeerOnline tells the node a server just became reachable, so what waits
+// for it goes now rather than at the next retry.
+func (n *Node) PeerOnline(serverName string) {
+	if n.Fed != nil {
+		n.Fed.PeerOnline(serverName)
+	}
+}
 
 // ServerName is the node's Matrix server name.
 func (n *Node) ServerName() string { return n.cfg.ServerName }
 
 // Close stops the node and closes its database.
 func (n *Node) Close() error {
+	if n.Fed != nil {
+		n.Fed.Close()
+	}
 	if n.Room != nil {
 		n.Room.Close()
 	}

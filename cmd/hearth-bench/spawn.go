@@ -39,7 +39,7 @@ func spawn(ctx context.Context, bin, data string, hc *http.Client) (*spawned, er
 	if err != nil {
 		return nil, fmt.Errorf("spawn: %w", err)
 	}
-	cmd := exec.Command(bin, "--data", data, "--http", "127.0.0.1:0")
+	cmd := exec.Command(bin, "--data", data, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--no-mdns")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		logf.Close()

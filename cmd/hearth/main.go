@@ -82,6 +82,9 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 		KeyOf:            identity.PublicKeyOf,
 		DB:               storage.Options{Path: filepath.Join(opts.Data, "hearth.db")},
 		OpenRegistration: !opts.NoRegistration,
+		RegistrationFrom: fromLoopback,
+		Transport:        h.RoundTripper(),
+		RemotePeer:       remotePeer,
 		Logger:           log,
 	})
 	if err != nil {
@@ -93,6 +96,10 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 			log.Error("close node", "err", err)
 		}
 	}()
+	if err := h.Serve(n.FederationHandler()); err != nil {
+		return fmt.Errorf("serve federation: %w", err)
+	}
+	onConnect(h, n.PeerOnline)
 
 	ln, err := net.Listen("tcp", opts.HTTP)
 	if err != nil {

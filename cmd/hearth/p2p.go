@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"hearth/p2p/fedhttp"
 	"hearth/p2p/host"
 	"hearth/p2p/identity"
 )
@@ -66,3 +69,23 @@ func strs(as []ma.Multiaddr) []string {
 	}
 	return out
 }
+
+// onConnect calls f with the server name of every peer that connects, so
+// queued federation traffic for it goes at once.
+func onConnect(h *host.Host, f func(serverName string)) {
+	h.LibP2P().Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			go f(fedhttp.ServerNameOf(c.RemotePeer()))
+		},
+	})
+}
+
+// remotePeer names the server a federation request's libp2p stream is
+// authenticated as.
+func remotePeer(r *http.Request) (string, bool) {
+	name := fedhttp.RemoteServerName(r)
+	return name, name != ""
+}
+
+// fromLoopback accepts requests from this machine only (registration).
+func fromLoopback(r *http.Request) bool { return isLoopback(r.RemoteAddr) }

@@ -96,7 +96,7 @@ var listeningRE = regexp.MustCompile(`msg=listening .*\baddr=(\S+)`)
 // if it is still running, and its log is printed if the test failed.
 func startHearth(t *testing.T, data string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(hearthBin(t), append([]string{"--data", data, "--http", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(hearthBin(t), append([]string{"--data", data, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--no-mdns"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -72,7 +72,7 @@ func TestProcessHTTPAddressInUse(t *testing.T) {
 	addr := strings.TrimPrefix(p.URL, "http://")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, hearthBin(t), "--data", t.TempDir(), "--http", addr).CombinedOutput()
+	out, err := exec.CommandContext(ctx, hearthBin(t), "--data", t.TempDir(), "--http", addr, "--p2p", "/ip4/127.0.0.1/tcp/0", "--no-mdns").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "listen") {
 		t.Errorf("second node on %s: err %v\n%s", addr, err, out)
 	}

@@ -109,7 +109,7 @@ func (a *API) register(r *http.Request, _ *httputil.Device) (any, error) {
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if !a.cfg.OpenRegistration {
+	if !a.cfg.OpenRegistration || a.cfg.RegistrationFrom != nil && !a.cfg.RegistrationFrom(r) {
 		return nil, httputil.Forbidden("registration is closed on this server")
 	}
 	if len(req.Password) > 512 {

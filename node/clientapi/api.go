@@ -11,6 +11,7 @@
 package clientapi
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,6 +30,12 @@ type Config struct {
 	ServerName string
 	// OpenRegistration allows m.login.dummy registration.
 	OpenRegistration bool
+	// RegistrationFrom, when set, limits registration to the requests it
+	// accepts (the native node: its own loopback interface).
+	RegistrationFrom func(*http.Request) bool
+	// Federation joins, invites and leaves across servers; nil: this
+	// node's rooms only.
+	Federation Federation
 	// DefaultRoomVersion is used by /createRoom when none is asked for
 	// ("" means 12).
 	DefaultRoomVersion string
@@ -48,6 +55,18 @@ type Config struct {
 	OnReceipt func(roomID, userID, receiptType, eventID, threadID string)
 	// OnPresence is called when a user sets their presence.
 	OnPresence func(userID, presence, statusMsg string)
+}
+
+// Federation is what the client API asks of other servers.
+type Federation interface {
+	// PerformJoin joins a room held elsewhere (by ID or alias), asking
+	// the via servers (or the inviter's) to let the user in.
+	PerformJoin(ctx context.Context, roomIDOrAlias, userID string, via []string) (roomID string, err error)
+	// PerformInvite invites a user of another server.
+	PerformInvite(ctx context.Context, roomID, inviter, invitee string) error
+	// PerformLeave leaves (or rejects an invite to) a room this server
+	// does not hold.
+	PerformLeave(ctx context.Context, roomID, userID string, via []string) error
 }
 
 // SyncHandlers serve the endpoints that read the sync stream. The client

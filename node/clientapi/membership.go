@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -104,15 +105,20 @@ func (a *API) join(r *http.Request, dev *httputil.Device) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.cfg.Federation != nil && !a.holds(r.Context(), target) {
+		roomID, err := a.cfg.Federation.PerformJoin(r.Context(), target, dev.UserID, r.URL.Query()["server_name"])
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"room_id": roomID}, nil
+	}
 	roomID, err := a.resolveRoom(r, target)
 	if err != nil {
 		return nil, err
 	}
-	// Only rooms this node already has can be joined until federation
-	// lands: an unknown room is M_NOT_FOUND, not a remote join attempt.
 	_, m, err := a.memberEvent(r.Context(), roomID, dev.UserID)
 	if isCode(err, "M_NOT_FOUND") {
-		return nil, httputil.NotFound("room not known to this server (joining rooms on other servers is not supported yet)")
+		return nil, httputil.NotFound("room not known to this server")
 	}
 	if err != nil {
 		return nil, err
@@ -141,10 +147,24 @@ func (a *API) invite(r *http.Request, dev *httputil.Device) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.cfg.Federation != nil && !strings.HasSuffix(req.UserID, ":"+a.cfg.ServerName) {
+		// The invitee's server must sign the invite before it is ours.
+		return struct{}{}, a.cfg.Federation.PerformInvite(r.Context(), roomID, dev.UserID, req.UserID)
+	}
 	if _, err := a.sendMember(r, roomID, dev.UserID, req.UserID, plainMember(roomserver.Invite, req.Reason)); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// holds says whether this node holds a room's state (so a join is a local
+// send), for a room ID or an alias of ours.
+func (a *API) holds(ctx context.Context, idOrAlias string) bool {
+	if strings.HasPrefix(idOrAlias, "#") {
+		return strings.HasSuffix(idOrAlias, ":"+a.cfg.ServerName)
+	}
+	create, err := a.rs.StateEvent(ctx, idOrAlias, spec.MRoomCreate, "")
+	return err == nil && create != nil
 }
 
 func (a *API) leave(r *http.Request, dev *httputil.Device) (any, error) {
@@ -155,6 +175,10 @@ func (a *API) leave(r *http.Request, dev *httputil.Device) (any, error) {
 	req, err := readMembership(r, false)
 	if err != nil {
 		return nil, err
+	}
+	if a.cfg.Federation != nil && !a.holds(r.Context(), roomID) {
+		// An invite to a room held elsewhere: reject it there.
+		return struct{}{}, a.cfg.Federation.PerformLeave(r.Context(), roomID, dev.UserID, nil)
 	}
 	_, m, err := a.memberEvent(r.Context(), roomID, dev.UserID)
 	if err != nil {

@@ -344,6 +344,15 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	if re.stateBefore != nil {
+		// The state before this event came from another server (a join):
+		// record the jump as its own stream row, with no event, so the
+		// event's own row changes only what the event changes and sync
+		// sees the room's state as it was before it.
+		if err := r.jump(tx, before); err != nil {
+			return nil, err
+		}
+	}
 	return r.advance(tx, ev, nid, before)
 }
 
@@ -546,6 +555,26 @@ func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid int64, befo
 	r.row.Extremities, r.extIDs = exts, extIDs
 	r.row.Depth = max(r.row.Depth, ev.Depth())
 	return out, nil
+}
+
+// jump sets the room's current state to state with a stream row of its
+// own that carries no event.
+func (r *room) jump(tx *storage.Tx, before *snapshot) error {
+	var out Output
+	adds, removes, added, err := r.setCurrent(tx, before.state, &out)
+	if err != nil || len(adds)+len(removes) == 0 {
+		return err
+	}
+	pos, err := storage.AppendStream(tx, r.row.NID, 0, adds, removes)
+	if err != nil {
+		return err
+	}
+	for _, e := range added {
+		if err := r.recordMembership(tx, e, pos); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setCurrent replaces the room's current state with state, recording the

@@ -48,7 +48,8 @@ export function hearthBinary() {
 export async function startHearth(t, { args = [], startTimeoutMs = 30_000 } = {}) {
   const bin = await hearthBinary();
   const data = await mkdtemp(join(tmpdir(), 'hearth-data-'));
-  const proc = spawn(bin, ['--data', data, '--http', '127.0.0.1:0', ...args], {
+  // Loopback only, no LAN discovery: tests never leave this machine.
+  const proc = spawn(bin, ['--data', data, '--http', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0/ws', '--no-mdns', ...args], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   let log = '';
