@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"hearth/node/backfill"
 	"hearth/node/clientapi"
 	"hearth/node/federation"
 	"hearth/node/roomserver"
@@ -51,6 +52,7 @@ type Node struct {
 	Sync *syncapi.Syncer
 	Fed  *federation.Federation
 	API  *clientapi.API
+	bf   *backfill.Backfiller
 	mux  *http.ServeMux
 }
 
@@ -82,7 +84,7 @@ func (n *Node) start() error {
 		}
 	}
 	var err error
-	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger}); err != nil {
+	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger, Backfill: n.backfill}); err != nil {
 		return err
 	}
 	var verifier gomatrixserverlib.JSONVerifier
@@ -120,6 +122,7 @@ func (n *Node) start() error {
 			return err
 		}
 		apiCfg.Federation = n.Fed
+		n.bf = backfill.New(n.Room, n.Fed.Client(), spec.ServerName(cfg.ServerName), cfg.Logger)
 	}
 	n.API = clientapi.New(apiCfg, n.DB, n.Room, n.Sync)
 	n.API.Register(n.mux)
@@ -142,6 +145,14 @@ func (n *Node) onOutput(outs []roomserver.Output) {
 	if n.Fed != nil {
 		n.Fed.OnOutput(outs)
 	}
+}
+
+// backfill fetches older history from other servers for /messages.
+func (n *Node) backfill(ctx context.Context, roomID string, limit int) (bool, error) {
+	if n.bf == nil {
+		return false, nil
+	}
+	return n.bf.Backfill(ctx, roomID, limit)
 }
 
 // Handler serves the Client-Server API (/_matrix/client/...).

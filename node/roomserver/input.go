@@ -257,15 +257,19 @@ func (r *room) createEventID() string {
 func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	ev := re.pdu
 	res := re.res
-	if old, err := storage.EventByIDTx(tx, ev.EventID()); err == nil {
-		// Seen before: as good as stored now (an outlier arriving again as
-		// a timeline event keeps its outlier row for now).
-		if old.Rejected {
-			res.Err = &RejectedError{Reason: "previously rejected"}
-		}
+	old, err := storage.EventMetaByIDTx(tx, ev.EventID())
+	switch {
+	case err == nil && old.Rejected:
+		res.Err = &RejectedError{Reason: "previously rejected"}
 		return nil, nil
-	} else if !errors.Is(err, storage.ErrNotFound) {
+	case err == nil && !(old.SnapshotNID == 0 && re.backfilled):
+		// Seen before, and as good as stored now. (Only an outlier that
+		// backfill meets again as history is taken up into the timeline.)
+		return nil, nil
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
 		return nil, err
+	case err != nil:
+		old = nil
 	}
 
 	// 1. Auth against the event's own auth events.
@@ -282,15 +286,19 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 		res.Err = &MissingEventsError{IDs: missing}
 		return nil, nil
 	}
-	authPDUs := make([]gomatrixserverlib.PDU, 0, len(authRows))
+	authNIDs := make([]int64, 0, len(authRows))
 	for _, row := range authRows {
 		if row.Rejected {
 			return nil, r.storeRejected(tx, ev, 0, res, "auth event "+row.ID+" was rejected")
 		}
-		p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
-		if err != nil {
-			return nil, err
-		}
+		authNIDs = append(authNIDs, row.NID)
+	}
+	authByNID, err := r.pdusByNID(tx, authNIDs)
+	if err != nil {
+		return nil, err
+	}
+	authPDUs := make([]gomatrixserverlib.PDU, 0, len(authByNID))
+	for _, p := range authByNID {
 		authPDUs = append(authPDUs, p)
 	}
 	provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
@@ -310,11 +318,7 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	if err != nil || res.Err != nil {
 		return nil, err
 	}
-	beforePDUs, err := r.pdus(tx, before.state)
-	if err != nil {
-		return nil, err
-	}
-	beforeAuth, err := gomatrixserverlib.NewAuthEvents(beforePDUs)
+	beforeAuth, err := r.authProvider(tx, before.state, ev)
 	if err != nil {
 		return nil, err
 	}
@@ -323,8 +327,7 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	}
 
 	if re.backfilled {
-		_, err := r.insert(tx, ev, before.nid, false)
-		return nil, err
+		return nil, r.storeBackfilled(tx, ev, old, before.nid)
 	}
 
 	// 3. Auth against the current state: failing here soft-fails the
@@ -356,12 +359,13 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	return r.advance(tx, ev, nid, before)
 }
 
-// eventsByID loads events by ID inside a write, returning the IDs missing.
+// eventsByID loads events' rows (without JSON) by ID inside a write,
+// returning the IDs missing.
 func (r *room) eventsByID(tx *storage.Tx, ids []string) ([]*storage.Event, []string, error) {
 	var rows []*storage.Event
 	var missing []string
 	for _, id := range ids {
-		row, err := storage.EventByIDTx(tx, id)
+		row, err := storage.EventMetaByIDTx(tx, id)
 		if errors.Is(err, storage.ErrNotFound) {
 			missing = append(missing, id)
 			continue
@@ -447,6 +451,33 @@ func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, given []str
 		}
 	}
 	return r.rs.storeState(tx, r.row.NID, sets[0], state)
+}
+
+// storeBackfilled stores history older than the room's timeline (or takes
+// up an outlier into it) at a negative stream position: /messages pages
+// through it after the stream, and /sync, which reads positions above its
+// token, never serves it as new. Positions are handed out in blocks below
+// the lowest in use, in input order, so a batch given oldest first pages
+// back newest first.
+func (r *room) storeBackfilled(tx *storage.Tx, ev gomatrixserverlib.PDU, old *storage.Event, snapshotNID int64) error {
+	nid := int64(0)
+	if old != nil {
+		nid = old.NID
+		if err := storage.SetSnapshot(tx, nid, snapshotNID); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if nid, err = r.insert(tx, ev, snapshotNID, false); err != nil {
+			return err
+		}
+	}
+	pos := r.backfillPos
+	r.backfillPos++
+	if err := storage.InsertStreamAt(tx, pos, r.row.NID, nid); err != nil {
+		return err
+	}
+	return storage.SetStreamPos(tx, nid, pos)
 }
 
 // storeRejected keeps a rejected event so it is never fetched or accepted
@@ -659,26 +690,6 @@ func (r *room) recordMembership(tx *storage.Tx, e *entry, pos int64) error {
 	return storage.SetMembership(tx, *e.pdu.StateKey(), r.row.NID, m, e.eventNID, pos)
 }
 
-// pdus parses the events of a state map.
-func (r *room) pdus(tx *storage.Tx, state stateMap) ([]gomatrixserverlib.PDU, error) {
-	nids := make([]int64, 0, len(state))
-	for _, v := range state {
-		nids = append(nids, v)
-	}
-	rows, err := storage.EventsByNIDTx(tx, nids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]gomatrixserverlib.PDU, 0, len(rows))
-	for _, row := range rows {
-		p, err := r.rs.parse(r.row.Version, row.ID, row.JSON, row.Redacted)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
 
 // parseLogged parses an input log entry: verified before it was logged.
 func parseLogged(version string, js []byte) (gomatrixserverlib.PDU, error) {

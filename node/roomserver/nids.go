@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"errors"
 	"sync"
 
 	"hearth/node/storage"
@@ -66,4 +67,28 @@ func (c *nidCache) commit(p pendingNIDs) {
 	}
 	c.mu.Unlock()
 	clear(p)
+}
+
+// lookup finds a NID without assigning one: a type or state key never
+// seen has no state to find.
+func (c *nidCache) lookup(tx *storage.Tx, p pendingNIDs, isType bool, s string) (int64, bool, error) {
+	k := nidKey{isType, s}
+	c.mu.RLock()
+	nid, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return nid, true, nil
+	}
+	if nid, ok := p[k]; ok {
+		return nid, true, nil
+	}
+	nid, err := storage.LookupNID(tx, isType, s)
+	if errors.Is(err, storage.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	p[k] = nid
+	return nid, true, nil
 }

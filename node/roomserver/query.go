@@ -231,3 +231,42 @@ func authEventIDs(p gomatrixserverlib.PDU) []string {
 	}
 	return ids
 }
+
+// BackwardExtremities are where a room's timeline on this server begins
+// short of the room's creation: the prev events of its oldest events that
+// are not in it, and the oldest event itself. Backfill asks other servers
+// for history from these.
+func (rs *Roomserver) BackwardExtremities(ctx context.Context, roomID string) (missing []string, oldest string, err error) {
+	row, err := rs.room(ctx, roomID)
+	if err != nil {
+		return nil, "", err
+	}
+	evs, err := rs.db.OldestTimelineEvents(ctx, row.NID)
+	if err != nil || len(evs) == 0 {
+		return nil, "", err
+	}
+	var prevs []string
+	for _, e := range evs {
+		p, err := rs.parse(row.Version, e.ID, e.JSON, e.Redacted)
+		if err != nil {
+			return nil, "", err
+		}
+		prevs = append(prevs, p.PrevEventIDs()...)
+	}
+	_, known, err := rs.db.Have(ctx, prevs)
+	if err != nil {
+		return nil, "", fmt.Errorf("roomserver: backward extremities of %s: %w", roomID, err)
+	}
+	for _, id := range prevs {
+		if !known[id] && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	return missing, evs[0].ID, nil
+}
+
+// Have reports which events are stored (not rejected), and which of those
+// are in their room's timeline.
+func (rs *Roomserver) Have(ctx context.Context, ids []string) (stored, inTimeline map[string]bool, err error) {
+	return rs.db.Have(ctx, ids)
+}

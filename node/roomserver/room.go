@@ -51,6 +51,8 @@ type room struct {
 	extIDs []string
 	// NIDs assigned by the batch being written
 	pending pendingNIDs
+	// the next negative stream position for backfilled history
+	backfillPos int64
 }
 
 func (r *room) enqueue(ctx context.Context, req *request) (err error) {
@@ -121,6 +123,9 @@ func (r *room) process(batch []*request) {
 				continue
 			}
 			if req.remote != nil {
+				if err := r.reserveBackfillPositions(tx, req.remote); err != nil {
+					return err
+				}
 				for _, re := range req.remote {
 					o, err := r.input(tx, re)
 					if err != nil {
@@ -151,8 +156,10 @@ func (r *room) process(batch []*request) {
 	r.st.undo = r.st.undo[:0]
 	if err != nil {
 		// Nothing was committed: drop what the worker believed and reload.
+		// NIDs of events the batch inserted will be handed out again.
 		r.loaded = false
 		clear(r.pending)
+		r.rs.pdus.clear()
 		for i := range results {
 			if results[i].err == nil {
 				results[i] = result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
@@ -167,6 +174,26 @@ func (r *room) process(batch []*request) {
 	for i, req := range batch {
 		req.done <- results[i]
 	}
+}
+
+// reserveBackfillPositions sets aside a block of negative stream positions
+// below every one in use, one for each backfilled event of a request.
+func (r *room) reserveBackfillPositions(tx *storage.Tx, evs []*remoteEvent) error {
+	n := int64(0)
+	for _, re := range evs {
+		if re.backfilled {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	lowest, err := storage.LowestStreamPos(tx)
+	if err != nil {
+		return err
+	}
+	r.backfillPos = min(lowest, 0) - n
+	return nil
 }
 
 // isRefusal tells errors about one request (answered to its caller) from
@@ -481,6 +508,7 @@ func (r *room) redact(tx *storage.Tx, ev gomatrixserverlib.PDU) error {
 	if err := storage.RedactEvent(tx, target.NID, redacted); err != nil {
 		return err
 	}
+	r.rs.pdus.drop(target.NID)
 	// A redacted current state event keeps its place, with its content gone.
 	if sk := pdu.StateKey(); sk != nil {
 		k := tuple{EventType: pdu.Type(), StateKey: *sk}

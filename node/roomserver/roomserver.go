@@ -29,6 +29,7 @@ type Roomserver struct {
 
 	nids   nidCache
 	blocks blockCache
+	pdus   pduCache
 }
 
 // New opens the roomserver on db, migrating its tables.

@@ -175,6 +175,18 @@ func nidFor(tx *Tx, table, idCol, valCol, val string) (int64, error) {
 	return nid, err
 }
 
+// LookupNID finds the NID of an event type or a state key without
+// assigning one, or ErrNotFound.
+func LookupNID(tx *Tx, isType bool, s string) (int64, error) {
+	q := `SELECT key_nid FROM state_keys WHERE state_key = ?`
+	if isType {
+		q = `SELECT type_nid FROM event_types WHERE type = ?`
+	}
+	var nid int64
+	err := tx.QueryRow(q, s).Scan(&nid)
+	return nid, notFound(err)
+}
+
 // TypeNID returns the NID of an event type, assigning one if new.
 func TypeNID(tx *Tx, eventType string) (int64, error) {
 	return nidFor(tx, "event_types", "type_nid", "type", eventType)
@@ -291,6 +303,16 @@ func (db *DB) EventByID(ctx context.Context, eventID string) (*Event, error) {
 // EventByIDTx is EventByID inside a write.
 func EventByIDTx(tx *Tx, eventID string) (*Event, error) {
 	return tx.db.scanEvent(tx.QueryRow(`SELECT `+eventCols+` FROM events WHERE event_id = ?`, eventID))
+}
+
+// EventMetaByIDTx loads an event's row without its JSON (which stays
+// nil), inside a write, or ErrNotFound.
+func EventMetaByIDTx(tx *Tx, eventID string) (*Event, error) {
+	e := &Event{ID: eventID}
+	err := tx.QueryRow(`SELECT event_nid, room_nid, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted
+		FROM events WHERE event_id = ?`, eventID).
+		Scan(&e.NID, &e.RoomNID, &e.TypeNID, &e.KeyNID, &e.Depth, &e.SnapshotNID, &e.Rejected, &e.StreamPos, &e.Redacted)
+	return e, notFound(err)
 }
 
 // EventsByNID loads events by NID, in no particular order; missing NIDs
@@ -585,4 +607,69 @@ func (db *DB) InputLog(ctx context.Context) ([]LoggedInput, error) {
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// SetSnapshot records the state before an event taken up from an outlier.
+func SetSnapshot(tx *Tx, eventNID, snapshotNID int64) error {
+	_, err := tx.Exec(`UPDATE events SET snapshot_nid = ? WHERE event_nid = ?`, snapshotNID, eventNID)
+	return err
+}
+
+// LowestStreamPos is the lowest stream position in use (backfilled
+// history has negative ones), or 0.
+func LowestStreamPos(tx *Tx) (int64, error) {
+	var pos int64
+	err := tx.QueryRow(`SELECT COALESCE(MIN(pos), 0) FROM stream`).Scan(&pos)
+	return pos, err
+}
+
+// InsertStreamAt adds an event at a chosen stream position: backfilled
+// history, below the stream, changing no state.
+func InsertStreamAt(tx *Tx, pos, roomNID, eventNID int64) error {
+	_, err := tx.Exec(`INSERT INTO stream (pos, room_nid, event_nid, adds, removes) VALUES (?, ?, ?, x'', x'')`, pos, roomNID, eventNID)
+	return err
+}
+
+// OldestTimelineEvents returns a room's oldest events in its timeline (by
+// stream position, which backfill keeps in topological order).
+func (db *DB) OldestTimelineEvents(ctx context.Context, roomNID int64) ([]*Event, error) {
+	rows, err := db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM stream s
+		JOIN events e ON e.event_nid = s.event_nid WHERE s.room_nid = ? ORDER BY s.pos LIMIT 20`, roomNID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e, err := db.scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Have reports which of the event IDs are stored (as anything but
+// rejected) and which of those are in their room's timeline.
+func (db *DB) Have(ctx context.Context, ids []string) (stored, inTimeline map[string]bool, err error) {
+	stored, inTimeline = map[string]bool{}, map[string]bool{}
+	if len(ids) == 0 {
+		return stored, inTimeline, nil
+	}
+	rows, err := db.Query(ctx, `SELECT event_id, stream_pos != 0 FROM events WHERE rejected = 0
+		AND event_id IN (SELECT value FROM json_each(?))`, jsonStrings(ids))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var tl bool
+		if err := rows.Scan(&id, &tl); err != nil {
+			return nil, nil, err
+		}
+		stored[id], inTimeline[id] = true, tl
+	}
+	return stored, inTimeline, rows.Err()
 }

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -66,41 +67,48 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	rd, err := s.newReader(r.Context(), dev.UserID, dev.DeviceID)
-	if err != nil {
-		httputil.WriteError(w, r, err)
-		return
+	var rd *reader
+	var rm roomInfo
+	var lo, hi int64
+	var window []storage.StreamRow
+	var evs []*event
+	var more, backfilled bool
+	for attempt := 0; ; attempt++ {
+		if rd, err = s.newReader(r.Context(), dev.UserID, dev.DeviceID); err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		rd.lookOnly = true
+		var limitPos int64
+		if rm, limitPos, err = rd.readableRoom(r.PathValue("roomId")); err != nil {
+			rd.close()
+			httputil.WriteError(w, r, err)
+			return
+		}
+		lo, hi = pageBounds(desc, limitPos, from, hasFrom, to, hasTo)
+		if window, evs, more, err = rd.scan(rm, lo, hi, desc, limit, f); err != nil {
+			rd.close()
+			httputil.WriteError(w, r, err)
+			return
+		}
+		// Reaching the start of what this node holds, going back: ask
+		// other servers for older history once, then read again.
+		if !desc || more || hasTo || attempt > 0 || s.cfg.Backfill == nil {
+			break
+		}
+		rd.close()
+		if backfilled, err = s.cfg.Backfill(r.Context(), rm.id, limit); err != nil {
+			s.cfg.Logger.Warn("backfill failed", "room", rm.id, "err", err)
+		}
+		if !backfilled {
+			if rd, err = s.newReader(r.Context(), dev.UserID, dev.DeviceID); err != nil {
+				httputil.WriteError(w, r, err)
+				return
+			}
+			break
+		}
 	}
 	defer rd.close()
-	rd.lookOnly = true
-	rm, limitPos, err := rd.readableRoom(r.PathValue("roomId"))
-	if err != nil {
-		httputil.WriteError(w, r, err)
-		return
-	}
-	var lo, hi int64
-	if desc {
-		lo, hi = 0, limitPos
-		if hasFrom {
-			hi = min(from, limitPos)
-		}
-		if hasTo {
-			lo = to
-		}
-	} else {
-		lo, hi = 0, limitPos
-		if hasFrom {
-			lo = from
-		}
-		if hasTo {
-			hi = min(to, limitPos)
-		}
-	}
-	window, evs, more, err := rd.scan(rm, lo, hi, desc, limit, f)
-	if err != nil {
-		httputil.WriteError(w, r, err)
-		return
-	}
 	res := messagesResponse{Start: q.Get("from")}
 	if !hasFrom {
 		res.Start = pageToken(hi)
@@ -108,7 +116,8 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 			res.Start = pageToken(lo)
 		}
 	}
-	if more {
+	// More may wait on other servers even when this page ran out here.
+	if (more || backfilled) && len(window) > 0 {
 		last := window[len(window)-1].Pos
 		if desc {
 			res.End = pageToken(last - 1)
@@ -129,6 +138,30 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeRaw(w, res.appendJSON(nil))
+}
+
+// pageBounds turns /messages' from and to into the stream positions the
+// page lies strictly after and at most at. Going back without a to, the
+// page may run into backfilled history below position 0.
+func pageBounds(desc bool, limitPos, from int64, hasFrom bool, to int64, hasTo bool) (lo, hi int64) {
+	if desc {
+		lo, hi = math.MinInt64, limitPos
+		if hasFrom {
+			hi = min(from, limitPos)
+		}
+		if hasTo {
+			lo = to
+		}
+		return lo, hi
+	}
+	lo, hi = math.MinInt64, limitPos
+	if hasFrom {
+		lo = from
+	}
+	if hasTo {
+		hi = min(to, limitPos)
+	}
+	return lo, hi
 }
 
 // readableRoom resolves a room the user may read and the newest stream

@@ -14,6 +14,7 @@
 package syncapi
 
 import (
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -35,6 +36,10 @@ type Config struct {
 	// negative: none).
 	EventCacheSize int
 	Logger         *slog.Logger
+	// Backfill, when set, fetches about limit events of a room's older
+	// history from other servers when /messages reaches the start of what
+	// this node holds. It reports whether it stored any.
+	Backfill func(ctx context.Context, roomID string, limit int) (bool, error)
 }
 
 // Syncer serves /sync, /messages and /context.

@@ -85,6 +85,8 @@ func parsePos(s string) (int64, error) {
 //
 //	t<pos>  the boundary just after stream position pos: events with
 //	        stream position <= pos are before it, the others after it.
+//	        Backfilled history has negative positions (below the stream,
+//	        which /sync reads), so pos may be negative.
 //	s...    a sync token: the boundary after its Room position.
 func pageToken(pos int64) string {
 	return "t" + strconv.FormatInt(pos, 10)
@@ -98,6 +100,10 @@ func parsePageToken(s string) (int64, error) {
 	}
 	if len(s) < 2 || s[0] != 't' {
 		return 0, errBadToken
+	}
+	if s[1] == '-' {
+		p, err := parsePos(s[2:])
+		return -p, err
 	}
 	return parsePos(s[1:])
 }

@@ -21,12 +21,15 @@ func TestTokenRoundTrip(t *testing.T) {
 			t.Errorf("ParseToken(%q) accepted", bad)
 		}
 	}
-	for tokStr, want := range map[string]int64{"t0": 0, "t42": 42, "s9_1": 9} {
+	for tokStr, want := range map[string]int64{"t0": 0, "t42": 42, "s9_1": 9, "t-7": -7} {
 		if got, err := parsePageToken(tokStr); err != nil || got != want {
 			t.Errorf("parsePageToken(%q) = %d %v", tokStr, got, err)
 		}
+		if tokStr[0] == 't' && pageToken(want) != tokStr {
+			t.Errorf("pageToken(%d) = %q, want %q", want, pageToken(want), tokStr)
+		}
 	}
-	for _, bad := range []string{"", "t", "t-1", "x5", "t5_1"} {
+	for _, bad := range []string{"", "t", "t-", "t--1", "t+1", "x5", "t5_1"} {
 		if _, err := parsePageToken(bad); err == nil {
 			t.Errorf("parsePageToken(%q) accepted", bad)
 		}
