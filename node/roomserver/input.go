@@ -690,7 +690,6 @@ func (r *room) recordMembership(tx *storage.Tx, e *entry, pos int64) error {
 	return storage.SetMembership(tx, *e.pdu.StateKey(), r.row.NID, m, e.eventNID, pos)
 }
 
-
 // parseLogged parses an input log entry: verified before it was logged.
 func parseLogged(version string, js []byte) (gomatrixserverlib.PDU, error) {
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
