@@ -183,8 +183,13 @@ func Open(opts Options) (*DB, error) {
 		pragmas = append(pragmas, "locking_mode(exclusive)")
 	}
 	// WAL with synchronous=NORMAL survives a killed process; a power cut
-	// may drop the last commits, never corrupt the file.
-	pragmas = append(pragmas, "journal_mode(wal)", "synchronous(normal)",
+	// may drop the last commits, never corrupt the file. The in-memory
+	// VFS (the browser's fallback) cannot hold a WAL file.
+	journal := "journal_mode(wal)"
+	if opts.VFS == "memdb" {
+		journal = "journal_mode(memory)"
+	}
+	pragmas = append(pragmas, journal, "synchronous(normal)",
 		"foreign_keys(off)", "temp_store(memory)", "cache_size(-8000)")
 	for _, p := range pragmas {
 		q.Add("_pragma", p)

@@ -22,9 +22,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// UserAgent is what identify tells other peers we run.
-const UserAgent = "hearth"
-
 // New starts a native host: TCP, QUIC v1 and WebSocket transports, noise,
 // yamux, a resource manager sized for federation, identify and ping, the
 // circuit relay v2 client (so we can dial /p2p-circuit addresses) and, as

@@ -14,6 +14,10 @@ import (
 // Hearth nodes never mix with another libp2p network's DHT.
 const DefaultProtocolPrefix = "/hearth"
 
+// UserAgent is what identify tells other peers we run, natively and in
+// the browser.
+const UserAgent = "hearth"
+
 // MDNSService is the DNS-SD service name Hearth nodes announce on the LAN.
 const MDNSService = "_hearth._udp"
 
