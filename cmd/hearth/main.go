@@ -23,6 +23,7 @@ import (
 
 	"hearth/node"
 	"hearth/node/storage"
+	"hearth/p2p/host"
 	"hearth/p2p/identity"
 	"hearth/web"
 )
@@ -31,6 +32,9 @@ import (
 var started = time.Now()
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "demo" {
+		os.Exit(demoMain(os.Args[2:]))
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -63,55 +67,84 @@ const (
 
 // run starts the node and serves until ctx is done.
 func run(ctx context.Context, opts *options, log *slog.Logger) error {
-	id, err := identity.LoadOrCreate(opts.Data)
+	p, err := startPeer(ctx, opts, log)
 	if err != nil {
-		return fmt.Errorf("load identity: %w", err)
+		return err
 	}
-	h, err := startP2P(ctx, id, opts, log)
-	if err != nil {
-		return fmt.Errorf("start libp2p: %w", err)
+	defer p.close(log)
+	log.Info("listening", "addr", p.addr, "server_name", p.id.ServerName, "p2p", strs(p.host.Addrs()),
+		"peer_id", p.id.PeerID.String(), "data", opts.Data, "registration", !opts.NoRegistration,
+		"startup", time.Since(started).Round(10*time.Microsecond), "node_open", p.nodeOpen.Round(10*time.Microsecond))
+	select {
+	case err := <-p.served:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
 	}
-	// Closed after the node (deferred first, runs last): the node's
-	// outbound queues stop before the transport goes.
-	defer h.Close()
+	log.Info("shutting down")
+	return shutdown(p.srv, p.cancelBase, log)
+}
+
+// peer is one running node: its libp2p host, the node, and its HTTP server.
+type peer struct {
+	id         *identity.Identity
+	host       *host.Host
+	node       *node.Node
+	srv        *http.Server
+	addr       string // the HTTP listener's address
+	served     chan error
+	cancelBase context.CancelFunc
+	nodeOpen   time.Duration
+}
+
+// startPeer starts a node as opts say: libp2p first (the node sends through
+// it), then the node, then the HTTP listener.
+func startPeer(ctx context.Context, opts *options, log *slog.Logger) (_ *peer, err error) {
+	p := &peer{}
+	if p.id, err = identity.LoadOrCreate(opts.Data); err != nil {
+		return nil, fmt.Errorf("load identity: %w", err)
+	}
+	if p.host, err = startP2P(ctx, p.id, opts, log); err != nil {
+		return nil, fmt.Errorf("start libp2p: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			p.close(log)
+		}
+	}()
 	opening := time.Now()
-	n, err := node.New(node.Config{
-		ServerName:       id.ServerName,
+	p.node, err = node.New(node.Config{
+		ServerName:       p.id.ServerName,
 		KeyID:            identity.KeyID,
-		PrivateKey:       id.Private,
+		PrivateKey:       p.id.Private,
 		KeyOf:            identity.PublicKeyOf,
 		DB:               storage.Options{Path: filepath.Join(opts.Data, "hearth.db")},
 		OpenRegistration: !opts.NoRegistration,
 		RegistrationFrom: fromLoopback,
-		Transport:        h.RoundTripper(),
+		Transport:        p.host.RoundTripper(),
 		RemotePeer:       remotePeer,
 		Logger:           log,
 	})
 	if err != nil {
-		return fmt.Errorf("start node: %w", err)
+		return nil, fmt.Errorf("start node: %w", err)
 	}
-	nodeOpen := time.Since(opening)
-	defer func() {
-		if err := n.Close(); err != nil {
-			log.Error("close node", "err", err)
-		}
-	}()
-	if err := h.Serve(n.FederationHandler()); err != nil {
-		return fmt.Errorf("serve federation: %w", err)
+	p.nodeOpen = time.Since(opening)
+	if err := p.host.Serve(p.node.FederationHandler()); err != nil {
+		return nil, fmt.Errorf("serve federation: %w", err)
 	}
-	onConnect(h, n.PeerOnline)
+	onConnect(p.host, p.node.PeerOnline)
 
 	ln, err := net.Listen("tcp", opts.HTTP)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", opts.HTTP, err)
+		return nil, fmt.Errorf("listen on %s: %w", opts.HTTP, err)
 	}
+	p.addr = ln.Addr().String()
 	// Requests' contexts derive from base, so cancelling it ends long polls.
 	base, cancelBase := context.WithCancel(context.Background())
-	defer cancelBase()
-	srv := &http.Server{
+	p.cancelBase = cancelBase
+	p.srv = &http.Server{
 		Handler: routes{
-			Matrix:       n.Handler(),
-			Status:       func() Status { return status(h) },
+			Matrix:       p.node.Handler(),
+			Status:       func() Status { return status(p.host) },
 			Web:          web.FS(),
 			PublicStatus: opts.PublicStatus,
 		}.handler(),
@@ -120,19 +153,25 @@ func run(ctx context.Context, opts *options, log *slog.Logger) error {
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "server_name", id.ServerName, "p2p", strs(h.Addrs()),
-		"peer_id", id.PeerID.String(), "data", opts.Data, "registration", !opts.NoRegistration,
-		"startup", time.Since(started).Round(10*time.Microsecond), "node_open", nodeOpen.Round(10*time.Microsecond))
+	p.served = make(chan error, 1)
+	go func() { p.served <- p.srv.Serve(ln) }()
+	return p, nil
+}
 
-	select {
-	case err := <-served:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
+// close stops the node, then its libp2p host (so the node's outbound
+// queues stop before the transport goes).
+func (p *peer) close(log *slog.Logger) {
+	if p.cancelBase != nil {
+		p.cancelBase()
 	}
-	log.Info("shutting down")
-	return shutdown(srv, cancelBase, log)
+	if p.node != nil {
+		if err := p.node.Close(); err != nil {
+			log.Error("close node", "err", err)
+		}
+	}
+	if p.host != nil {
+		p.host.Close()
+	}
 }
 
 // shutdown stops accepting requests, lets in-flight ones finish for a short

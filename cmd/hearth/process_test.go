@@ -78,3 +78,17 @@ func TestProcessHTTPAddressInUse(t *testing.T) {
 	}
 	p.stop(t, 15*time.Second)
 }
+
+// TestDemo runs `hearth demo`: three peers federate over libp2p on
+// loopback and each ends up with every peer's greeting.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, hearthBin(t), "demo", "--peers", "3", "--http-port", "0", "--once", "--data", t.TempDir()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hearth demo: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "every peer has all 3 greetings") || strings.Count(string(out), "http://127.0.0.1:") != 3 {
+		t.Fatalf("demo output:\n%s", out)
+	}
+}
