@@ -134,8 +134,10 @@ func (r *room) process(batch []*request) {
 					if o != nil {
 						outs = append(outs, *o)
 					}
-					if err := storage.DeleteInputLog(tx, re.seq); err != nil {
-						return err
+					if re.seq != 0 {
+						if err := storage.DeleteInputLog(tx, re.seq); err != nil {
+							return err
+						}
 					}
 				}
 				continue
@@ -206,6 +208,18 @@ func isRefusal(err error) bool {
 
 // apply runs one request under a savepoint, undoing it whole on refusal.
 func (r *room) apply(tx *storage.Tx, req *request) ([]string, []Output, error) {
+	if len(req.local) == 1 {
+		// One event is refused before it writes anything (a failure after
+		// that fails the whole batch): no savepoint needed.
+		o, id, err := r.send(tx, req.local[0])
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case o.Event == nil: // a repeated transaction
+			return []string{id}, nil, nil
+		}
+		return []string{id}, []Output{o}, nil
+	}
 	if _, err := tx.Exec(`SAVEPOINT req`); err != nil {
 		return nil, nil, err
 	}
