@@ -51,7 +51,7 @@ func (f *Federation) routes() {
 		"POST " + v1 + "/user/keys/claim":              f.handleKeysClaim,
 	}
 	for pattern, h := range routes {
-		m.Handle(pattern, f.authed(h))
+		m.Handle(pattern, f.authed(f.aclChecked(h)))
 	}
 	m.HandleFunc("/_matrix/", func(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, httputil.Unrecognized(http.StatusNotFound))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,4 +192,47 @@ func TestDuplicateTransactionGetsTheSameAnswer(t *testing.T) {
 	if _, err := a.rs.Event(context.Background(), other.EventID()); err == nil {
 		t.Fatal("a replayed transaction ID was processed again")
 	}
+}
+
+// TestServerACL: a room's m.room.server_acl shuts a server out: its
+// events are refused and it can neither join nor read the room's state.
+func TestServerACL(t *testing.T) {
+	ctx := context.Background()
+	n := newNet()
+	a, b, evil := newNode(t, n, "a.test"), newNode(t, n, "b.test"), newNode(t, n, "evil.test")
+	alice, bob, mallory := a.user("alice"), b.user("bob"), evil.user("mallory")
+	room := a.publicRoom(alice, "shared")
+	b.join(room, bob, "a.test")
+	evil.join(room, mallory, "a.test")
+	before := forge(t, a, room, msg(mallory, "before the ACL"), "evil.test", evil.key)
+	evilClient := n.client("evil.test", evil.key, "evil.test")
+	if res, err := sendTxn(t, evilClient, "evil.test", "a.test", before); err != nil || res.PDUs[before.EventID()].Error != "" {
+		t.Fatalf("before the ACL, evil's message was refused: %+v %v", res.PDUs, err)
+	}
+
+	acl := a.send(room, roomserver.NewEvent{Sender: alice, Type: "m.room.server_acl", StateKey: sk(""),
+		Content: js(map[string]any{"allow": []string{"*"}, "deny": []string{"EVIL.test", "*.evil.test"}, "allow_ip_literals": false})})
+	a.mustWait(acl...)
+
+	after := forge(t, a, room, msg(mallory, "after the ACL"), "evil.test", evil.key)
+	res, err := sendTxn(t, evilClient, "evil.test", "a.test", after)
+	if err != nil || !strings.Contains(res.PDUs[after.EventID()].Error, "ACL") {
+		t.Errorf("evil's message after the ACL: %+v %v", res.PDUs, err)
+	}
+	if _, err := a.rs.Event(ctx, after.EventID()); !errors.Is(err, roomserver.ErrEventNotFound) {
+		t.Error("an ACL-denied event was stored")
+	}
+	if _, err := evilClient.LookupStateIDs(ctx, "evil.test", "a.test", room, acl[0]); true {
+		if code, _ := httpCode(err); code != 403 {
+			t.Errorf("state_ids for a denied server: got %d (%v)", code, err)
+		}
+	}
+	if _, err := evilClient.MakeJoin(ctx, "evil.test", "a.test", room, "@other:evil.test"); true {
+		if code, _ := httpCode(err); code != 403 {
+			t.Errorf("make_join for a denied server: got %d (%v)", code, err)
+		}
+	}
+	// Others carry on.
+	ok := b.send(room, msg(bob, "still fine"))
+	a.mustWait(ok...)
 }

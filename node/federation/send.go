@@ -103,10 +103,18 @@ func (f *Federation) inputPDUs(ctx context.Context, origin string, raws []json.R
 	if len(raws) == 0 {
 		return out
 	}
-	in := make([]roomserver.InputEvent, len(raws))
-	for i, raw := range raws {
-		in[i] = roomserver.InputEvent{Origin: origin, JSON: raw}
+	in := make([]roomserver.InputEvent, 0, len(raws))
+	kept := raws[:0:0]
+	for _, raw := range raws {
+		// A room's server ACL refuses the origin's events outright.
+		if p := f.parseStored(ctx, raw); p != nil && f.denied(ctx, p.RoomID().String(), origin) {
+			out[p.EventID()] = fclient.PDUResult{Error: "the room's server ACL does not allow " + origin}
+			continue
+		}
+		kept = append(kept, raw)
+		in = append(in, roomserver.InputEvent{Origin: origin, JSON: raw})
 	}
+	raws = kept
 	res := f.rs.Input(ctx, in)
 	waiting := map[string][]gomatrixserverlib.PDU{}
 	for i, r := range res {
