@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -76,27 +79,36 @@ type remoteEvent struct {
 }
 
 // Input processes events from other servers. Each event's signatures and
-// hashes are checked, it is written to the durable input log, and its
-// room's worker checks auth (against its auth events, the state before
-// it, and the current state) and stores it. Input returns once every event
-// is stored or refused; after a crash the log delivers what was not done.
+// hashes are checked (on every core: it is most of the cost), new events
+// are written to the durable input log, and each room's worker checks
+// auth (against the event's auth events, the state before it, and the
+// current state) and stores them. Input returns once every event is
+// stored or refused; after a crash the log delivers what was not done.
+// History (backfilled) and outliers are not logged: whoever asked for
+// them asks again.
 func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult {
 	results := make([]InputResult, len(evs))
-	var accepted []*remoteEvent
+	pdus := make([]gomatrixserverlib.PDU, len(evs))
+	parallel(len(evs), func(i int) {
+		pdus[i], results[i].Err = rs.parseUntrusted(ctx, evs[i])
+	})
+	var accepted, logged []*remoteEvent
 	for i, in := range evs {
-		pdu, err := rs.parseUntrusted(ctx, in)
-		if err != nil {
-			results[i].Err = err
+		if results[i].Err != nil {
 			continue
 		}
-		results[i].EventID = pdu.EventID()
-		accepted = append(accepted, &remoteEvent{pdu: pdu, outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]})
+		results[i].EventID = pdus[i].EventID()
+		re := &remoteEvent{pdu: pdus[i], outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]}
+		accepted = append(accepted, re)
+		if !in.Outlier && !in.Backfilled {
+			logged = append(logged, re)
+		}
 	}
 	if len(accepted) == 0 {
 		return results
 	}
 	err := rs.db.Write(ctx, func(tx *storage.Tx) error {
-		for _, re := range accepted {
+		for _, re := range logged {
 			seq, err := storage.AppendInputLog(tx, storage.LoggedInput{
 				RoomID: re.pdu.RoomID().String(), Version: string(re.pdu.Version()), Outlier: re.outlier,
 				Backfilled: re.backfilled, StateBefore: re.stateBefore, JSON: re.pdu.JSON(),
@@ -116,6 +128,29 @@ func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult
 	}
 	rs.dispatch(ctx, accepted)
 	return results
+}
+
+// parallel runs f(0)…f(n-1) on every core.
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // dispatch hands logged events to their rooms' workers and waits for them.
