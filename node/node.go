@@ -16,6 +16,7 @@ import (
 
 	"hearth/node/backfill"
 	"hearth/node/clientapi"
+	"hearth/node/edu"
 	"hearth/node/federation"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
@@ -51,6 +52,7 @@ type Node struct {
 	Room *roomserver.Roomserver
 	Sync *syncapi.Syncer
 	Fed  *federation.Federation
+	EDU  *edu.Relay // typing, receipts, presence, to-device and device lists between servers
 	API  *clientapi.API
 	bf   *backfill.Backfiller
 	mux  *http.ServeMux
@@ -84,7 +86,7 @@ func (n *Node) start() error {
 		}
 	}
 	var err error
-	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger, Backfill: n.backfill}); err != nil {
+	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger, Backfill: n.backfill, ServerName: cfg.ServerName}); err != nil {
 		return err
 	}
 	var verifier gomatrixserverlib.JSONVerifier
@@ -107,8 +109,12 @@ func (n *Node) start() error {
 		RegistrationFrom:   cfg.RegistrationFrom,
 		DefaultRoomVersion: string(roomserver.StableVersions[0]),
 		OnAccountData:      n.Sync.OnAccountData,
+		OnTyping:           n.Sync.OnTyping,
+		OnReceipt:          n.Sync.OnReceipt,
+		OnPresence:         n.Sync.OnPresence,
 	}
 	if cfg.Transport != nil {
+		n.EDU = edu.New(edu.Config{ServerName: cfg.ServerName, Sync: n.Sync, Logger: cfg.Logger})
 		n.Fed, err = federation.New(federation.Config{
 			ServerName: spec.ServerName(cfg.ServerName),
 			KeyID:      gomatrixserverlib.KeyID(cfg.KeyID),
@@ -116,11 +122,13 @@ func (n *Node) start() error {
 			Transport:  cfg.Transport,
 			Verifier:   verifier,
 			RemotePeer: cfg.RemotePeer,
+			OnEDU:      n.EDU.OnEDU,
 			Logger:     cfg.Logger,
 		}, n.DB, n.Room)
 		if err != nil {
 			return err
 		}
+		n.EDU.Attach(n.Fed)
 		apiCfg.Federation = n.Fed
 		n.bf = backfill.New(n.Room, n.Fed.Client(), spec.ServerName(cfg.ServerName), cfg.Logger)
 	}
@@ -180,6 +188,9 @@ func (n *Node) ServerName() string { return n.cfg.ServerName }
 
 // Close stops the node and closes its database.
 func (n *Node) Close() error {
+	if n.EDU != nil {
+		n.EDU.Close()
+	}
 	if n.Fed != nil {
 		n.Fed.Close()
 	}

@@ -14,6 +14,14 @@ import (
 // Typing, receipts, read markers and presence: validated here, then handed
 // to sync through the Config hooks (sync owns how they are stored and
 // delivered). m.fully_read markers are room account data, written here.
+// Presence is read back from sync when the SyncHandlers provide it.
+
+// PresenceSource is what GET /presence reads of sync, when the node's
+// SyncHandlers provide it (syncapi.Syncer does): a user's presence as the
+// endpoint answers it, if known.
+type PresenceSource interface {
+	PresenceContent(userID string) (json.RawMessage, bool)
+}
 
 func (a *API) registerEphemeral(mux *http.ServeMux) {
 	a.route(mux, "PUT", "/rooms/{roomId}/typing/{userId}", a.typing, true)
@@ -193,6 +201,11 @@ func (a *API) getPresence(r *http.Request, dev *httputil.Device) (any, error) {
 	userID, err := userIDParam(r.PathValue("userId"))
 	if err != nil {
 		return nil, err
+	}
+	if ps, ok := a.sync.(PresenceSource); ok {
+		if content, known := ps.PresenceContent(userID); known {
+			return content, nil
+		}
 	}
 	a.presenceMu.Lock()
 	p, ok := a.presence[userID]

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +14,31 @@ import (
 
 // End-to-end encryption: the minimum a client with Rust crypto needs to
 // start and to encrypt to local devices — device and one-time keys are
-// stored and served for users of this node. Not yet: cross-signing keys,
-// key backup (answered "no backup"), device list changes (always empty)
-// and to-device delivery (accepted and dropped: sync owns its stream).
+// stored and served for users of this node; to-device messages and
+// device-list changes go to sync, which owns their streams (and their
+// federation), when the SyncHandlers the node passed provide KeyStreams.
+// Not yet: cross-signing keys and key backup (answered "no backup").
+
+// KeyStreams is what the key and to-device endpoints need of sync; the
+// node's SyncHandlers (syncapi.Syncer) provide it. Without it, to-device
+// messages are accepted and dropped and /keys/changes is always empty.
+type KeyStreams interface {
+	// SendToDevice delivers a device's to-device messages (user → device
+	// ID or "*" → content), idempotently per (sender device, txnID).
+	SendToDevice(ctx context.Context, sender, senderDevice, eventType, txnID string, messages map[string]map[string]json.RawMessage) error
+	// DeviceListChanged says a user's devices or keys changed.
+	DeviceListChanged(ctx context.Context, userID string, deviceIDs []string, deleted bool) error
+	// OneTimeKeysChanged says a device's one-time or fallback keys were
+	// uploaded or claimed (sync caches their counts).
+	OneTimeKeysChanged(userID, deviceID string)
+	// KeyChanges lists who changed keys or left between two sync tokens.
+	KeyChanges(ctx context.Context, userID, from, to string) (changed, left []string, err error)
+}
+
+func (a *API) keyStreams() KeyStreams {
+	k, _ := a.sync.(KeyStreams)
+	return k
+}
 
 func (a *API) registerKeys(mux *http.ServeMux) {
 	a.route(mux, "POST", "/keys/upload", a.keysUpload, true)
@@ -71,6 +94,18 @@ func (a *API) keysUpload(r *http.Request, dev *httputil.Device) (any, error) {
 	counts, err := a.db.PutDeviceKeys(r.Context(), dev.UserID, dev.DeviceID, deviceKeys, otks, fbs)
 	if err != nil {
 		return nil, fmt.Errorf("upload keys: %w", err)
+	}
+	// New identity keys are a device-list change for whoever shares a
+	// room with the user (one-time keys are not).
+	if ks := a.keyStreams(); ks != nil {
+		if len(otks) > 0 || len(fbs) > 0 {
+			ks.OneTimeKeysChanged(dev.UserID, dev.DeviceID)
+		}
+		if deviceKeys != nil {
+			if err := ks.DeviceListChanged(r.Context(), dev.UserID, []string{dev.DeviceID}, false); err != nil {
+				return nil, fmt.Errorf("upload keys: %w", err)
+			}
+		}
 	}
 	return map[string]any{"one_time_key_counts": counts}, nil
 }
@@ -136,6 +171,9 @@ func (a *API) keysClaim(r *http.Request, dev *httputil.Device) (any, error) {
 			if err != nil {
 				return nil, err
 			}
+			if ks := a.keyStreams(); ks != nil {
+				ks.OneTimeKeysChanged(user, device)
+			}
 			if out[user] == nil {
 				out[user] = map[string]map[string]json.RawMessage{}
 			}
@@ -146,18 +184,58 @@ func (a *API) keysClaim(r *http.Request, dev *httputil.Device) (any, error) {
 }
 
 func (a *API) keysChanges(r *http.Request, dev *httputil.Device) (any, error) {
-	return map[string]any{"changed": []string{}, "left": []string{}}, nil
+	q := r.URL.Query()
+	from, to := q.Get("from"), q.Get("to")
+	if from == "" || to == "" {
+		return nil, httputil.MissingParam("from and to are required")
+	}
+	ks := a.keyStreams()
+	if ks == nil {
+		return map[string]any{"changed": []string{}, "left": []string{}}, nil
+	}
+	changed, left, err := ks.KeyChanges(r.Context(), dev.UserID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"changed": changed, "left": left}, nil
 }
 
+// maxToDeviceBody bounds one /sendToDevice (room keys for a few hundred
+// devices fit).
+const maxToDeviceBody = 1 << 20
+
 func (a *API) sendToDevice(r *http.Request, dev *httputil.Device) (any, error) {
+	body, err := readObject(r, maxToDeviceBody)
+	if err != nil {
+		return nil, err
+	}
 	var req struct {
 		Messages map[string]map[string]json.RawMessage `json:"messages"`
 	}
-	if err := readJSON(r, &req); err != nil {
+	if err := httputil.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	if req.Messages == nil {
 		return nil, httputil.MissingParam("messages is required")
+	}
+	evType, txnID := r.PathValue("eventType"), r.PathValue("txnId")
+	if evType == "" || len(evType) > 255 || txnID == "" || len(txnID) > 255 {
+		return nil, httputil.InvalidParam("event type and transaction ID must be 1 to 255 bytes")
+	}
+	for user, devices := range req.Messages {
+		if _, err := userIDParam(user); err != nil {
+			return nil, err
+		}
+		for device, content := range devices {
+			if device == "" || len(content) == 0 || content[0] != '{' {
+				return nil, httputil.BadJSON("each message must be an object for a device ID or \"*\"")
+			}
+		}
+	}
+	if ks := a.keyStreams(); ks != nil {
+		if err := ks.SendToDevice(r.Context(), dev.UserID, dev.DeviceID, evType, txnID, req.Messages); err != nil {
+			return nil, fmt.Errorf("send to device: %w", err)
+		}
 	}
 	return struct{}{}, nil
 }

@@ -15,10 +15,8 @@ import (
 // memberships it sees all belong to the same commit. Queries are prepared
 // once and reused on every connection.
 //
-// Sync-only tables (typing is in memory; receipts, to-device messages,
-// presence and device-list positions come with the complete sync API) get
-// their own migration component, "sync", appended to syncMigrations.
-var syncMigrations = []string{}
+// Sync-only tables (receipts, to-device messages, device-list changes)
+// have their own migration component, "sync": see ephemeral.go.
 
 // SyncStore holds sync's prepared read queries.
 type SyncStore struct {
@@ -55,6 +53,16 @@ const (
 	stBlocks
 	stTxnIDs
 	stRoomByID
+	stPositions
+	stKeyCounts
+	stReceiptsOfRooms
+	stReceiptsTail
+	stOwnReadPos
+	stToDevice
+	stDeviceListsSince
+	stSharing
+	stRoomJoined
+	stGlobalAccountData
 	numSyncStmts
 )
 
@@ -126,13 +134,47 @@ var syncQueries = [numSyncStmts]string{
 	stTxnIDs: `SELECT event_nid, txn_id FROM transactions
 		WHERE device = ? AND room_nid = ? AND event_nid IN (SELECT value FROM json_each(?))`,
 	stRoomByID: `SELECT room_nid, version FROM rooms WHERE room_id = ?`,
+	// Every stream's newest position but the room stream's, in one
+	// statement: an empty incremental sync runs no more queries than
+	// before these streams existed.
+	stPositions: `SELECT (SELECT COALESCE(MAX(pos), 0) FROM account_data WHERE user_id = ?1),
+		(SELECT COALESCE(MAX(pos), 0) FROM receipts),
+		COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'to_device'), 0),
+		(SELECT COALESCE(MAX(pos), 0) FROM device_list_changes)`,
+	stKeyCounts: `SELECT algorithm, fallback, COUNT(*) FROM one_time_keys
+		WHERE user_id = ? AND device_id = ? GROUP BY algorithm, fallback`,
+	// Receipts of some rooms: a seek per room, for long gaps...
+	stReceiptsOfRooms: `SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts
+		WHERE room_id IN (SELECT value FROM json_each(?1)) AND pos > ?2 AND pos <= ?3
+			AND (type != 'm.read.private' OR user_id = ?4)`,
+	// ...or the newest receipts of all rooms, for short ones.
+	stReceiptsTail: `SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts
+		WHERE pos > ?1 AND pos <= ?2 AND (type != 'm.read.private' OR user_id = ?3)`,
+	// Where a user's main-timeline read receipts point (a primary key seek).
+	stOwnReadPos: `SELECT COALESCE(MAX(event_pos), 0) FROM receipts WHERE room_id = ? AND user_id = ?
+		AND type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')`,
+	stToDevice: `SELECT pos, sender, type, content FROM to_device
+		WHERE user_id = ? AND device_id = ? AND pos > ? AND pos <= ? ORDER BY pos`,
+	stDeviceListsSince: `SELECT user_id FROM device_list_changes WHERE pos > ? AND pos <= ?`,
+	// Which of some users share a joined room with a user: each
+	// candidate's rooms, each checked with one seek, so the cost follows
+	// the candidates' rooms, not the viewer's.
+	stSharing: `SELECT DISTINCT b.user_id FROM json_each(?1) j JOIN memberships b ON b.user_id = j.value
+		WHERE b.membership = 'join' AND EXISTS (SELECT 1 FROM memberships a
+			WHERE a.user_id = ?2 AND a.room_nid = b.room_nid AND a.membership = 'join')`,
+	stRoomJoined:        `SELECT user_id FROM memberships WHERE room_nid = ? AND membership = 'join'`,
+	stGlobalAccountData: `SELECT content FROM account_data WHERE user_id = ? AND room_id = '' AND type = ?`,
 }
 
-// SyncStore runs sync's migrations and prepares its queries. The
-// roomserver's and user data's tables must exist (MigrateRooms,
-// MigrateUserData) before it is called.
+// SyncStore runs sync's migrations (and the accounts', whose key tables
+// it reads) and prepares its queries. The roomserver's and user data's
+// tables must exist (MigrateRooms, MigrateUserData) before it is called.
 func (db *DB) SyncStore() (*SyncStore, error) {
 	if err := db.Migrate("sync", syncMigrations); err != nil {
+		return nil, err
+	}
+	// The key counts read the client API's tables.
+	if err := db.MigrateAccounts(); err != nil {
 		return nil, err
 	}
 	s := &SyncStore{db: db}

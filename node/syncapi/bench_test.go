@@ -15,6 +15,7 @@ import (
 
 	"hearth/node/httputil"
 	"hearth/node/roomserver"
+	"hearth/node/storage"
 	"hearth/node/syncapi"
 )
 
@@ -198,4 +199,48 @@ func BenchmarkDeliveryWith500IdlePolls(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// An incremental sync with nothing new for the user while the ephemeral
+// streams move elsewhere: between two syncs someone types, reads, changes
+// presence or keys in rooms the user is not in. The user (50 rooms, keys
+// uploaded) pays for the streams having moved, not for what moved.
+func BenchmarkIncrementalSyncEmptyBusyStreams(b *testing.B) {
+	h := newHarness(b)
+	ctx := context.Background()
+	h.account(alice, "DEV")
+	for i := 0; i < 50; i++ {
+		h.fill(h.createRoom(alice), alice, 20)
+	}
+	otks := []storage.OneTimeKey{{KeyID: "signed_curve25519:A", Algorithm: "signed_curve25519", Key: []byte(`{}`)}}
+	if _, err := h.db.PutDeviceKeys(ctx, alice, "DEV", nil, otks, otks); err != nil {
+		b.Fatal(err)
+	}
+	elsewhere := h.createRoom(bob)
+	ev := h.send(elsewhere, msg(bob, "elsewhere"))[0]
+	var res struct {
+		NextBatch string `json:"next_batch"`
+	}
+	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		switch i++; i % 4 {
+		case 0:
+			h.sy.OnTyping(elsewhere, bob, i%8 == 0, time.Minute)
+		case 1:
+			h.sy.OnReceipt(elsewhere, fmt.Sprintf("@r%d:%s", i, server), "m.read", ev, "")
+		case 2:
+			h.sy.OnPresence(bob, []string{"online", "unavailable"}[i%8/4], "")
+		case 3:
+			h.sy.DeviceListChanged(ctx, bob, []string{"DEV"}, false)
+		}
+		target := "/_matrix/client/v3/sync?set_presence=offline&since=" + url.QueryEscape(res.NextBatch)
+		b.StartTimer()
+		body := serve(b, h.sy.HandleSync, alice, target, nil)
+		b.StopTimer()
+		json.Unmarshal(body, &res)
+		b.StartTimer()
+	}
 }

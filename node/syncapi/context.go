@@ -49,11 +49,12 @@ func (s *Syncer) HandleContext(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rd.close()
 	rd.lookOnly = true
-	rm, limitPos, err := rd.readableRoom(r.PathValue("roomId"))
+	rm, acc, err := rd.roomAccess(r.PathValue("roomId"))
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	limitPos := acc.limit
 	notFound := httputil.NotFound("event not found")
 	se, roomNID, rejected, err := rd.snap.EventByID(r.PathValue("eventId"))
 	if errors.Is(err, storage.ErrNotFound) {
@@ -75,6 +76,13 @@ func (s *Syncer) HandleContext(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, notFound)
 		return
 	}
+	if ok, err := rd.canSee(rm, acc, target); err != nil || !ok {
+		if err == nil {
+			err = notFound
+		}
+		httputil.WriteError(w, r, err)
+		return
+	}
 	nBefore := limit / 2
 	nAfter := limit - nBefore
 	var winBefore, winAfter []storage.StreamRow
@@ -90,6 +98,15 @@ func (s *Syncer) HandleContext(w http.ResponseWriter, r *http.Request) {
 			httputil.WriteError(w, r, err)
 			return
 		}
+	}
+	// History visibility and ignored users thin the context; the tokens
+	// still continue from the rows read.
+	if before, err = rd.readable(rm, acc, before); err == nil {
+		after, err = rd.readable(rm, acc, after)
+	}
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
 	}
 	res := contextResponse{Start: pageToken(se.StreamPos - 1), End: pageToken(se.StreamPos)}
 	if len(winBefore) > 0 {

@@ -86,6 +86,13 @@ func (r *syncResponse) appendJSON(b []byte) []byte {
 		b = appendEventList(b, j.Ephemeral)
 		b = append(b, `,"account_data":`...)
 		b = appendEventList(b, j.AccountData)
+		if u := j.Unread; u != nil {
+			b = append(b, `,"unread_notifications":{"notification_count":`...)
+			b = strconv.AppendInt(b, int64(u.Notifications), 10)
+			b = append(b, `,"highlight_count":`...)
+			b = strconv.AppendInt(b, int64(u.Highlights), 10)
+			b = append(b, '}')
+		}
 		return append(b, '}')
 	})
 	b = append(b, `,"invite":`...)
@@ -120,7 +127,23 @@ func (r *syncResponse) appendJSON(b []byte) []byte {
 	b = appendStrings(b, r.DeviceLists.Changed)
 	b = append(b, `,"left":`...)
 	b = appendStrings(b, r.DeviceLists.Left)
-	return append(b, `}}`...)
+	b = append(b, `},"device_one_time_keys_count":{`...)
+	algs := make([]string, 0, len(r.OneTimeKeyCounts))
+	for alg := range r.OneTimeKeyCounts {
+		algs = append(algs, alg)
+	}
+	slices.Sort(algs)
+	for i, alg := range algs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, alg)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(r.OneTimeKeyCounts[alg]), 10)
+	}
+	b = append(b, `},"device_unused_fallback_key_types":`...)
+	b = appendStrings(b, r.FallbackKeyTypes)
+	return append(b, '}')
 }
 
 func (r *messagesResponse) appendJSON(b []byte) []byte {

@@ -21,6 +21,11 @@ type event struct {
 	Redacted   bool
 	HasURL     bool
 	Membership string // for m.room.member events
+	// Visibility is an m.room.history_visibility event's setting.
+	Visibility string
+	// StreamPos and SnapshotNID place the event: its stream position (0:
+	// none) and the state snapshot before it (0: an outlier).
+	StreamPos, SnapshotNID int64
 	// JSON is the client format with "unsigned" last, starting at
 	// unsignedAt, so a per-request transaction_id can be spliced in
 	// without re-encoding.
@@ -34,7 +39,7 @@ type event struct {
 // output is what clientevent.Format gives (a test holds them together),
 // with "unsigned" always present and last.
 func parseEvent(roomID string, se *storage.SyncEvent) (*event, error) {
-	ev := &event{NID: se.NID, ID: se.ID, Redacted: se.Redacted}
+	ev := &event{NID: se.NID, ID: se.ID, Redacted: se.Redacted, StreamPos: se.StreamPos, SnapshotNID: se.SnapshotNID}
 	var content, unsigned, ts []byte
 	var redacts string
 	bad := false
@@ -69,11 +74,14 @@ func parseEvent(roomID string, se *storage.SyncEvent) (*event, error) {
 	if len(ts) == 0 || ts[0] < '0' || ts[0] > '9' {
 		ts = []byte("0")
 	}
-	if ev.Type == "m.room.member" || ev.Type == "m.room.redaction" || bytes.Contains(content, []byte(`"url"`)) {
+	if ev.Type == "m.room.member" || ev.Type == "m.room.redaction" || ev.Type == "m.room.history_visibility" ||
+		bytes.Contains(content, []byte(`"url"`)) {
 		eachField(content, func(k, v []byte) bool {
 			switch string(k) {
 			case `"membership"`:
 				ev.Membership, _ = jsonString(v)
+			case `"history_visibility"`:
+				ev.Visibility, _ = jsonString(v)
 			case `"url"`:
 				ev.HasURL = len(v) > 0 && v[0] == '"'
 			case `"redacts"`:

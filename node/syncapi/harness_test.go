@@ -82,6 +82,7 @@ func newHarnessOpts(t testing.TB, cfg syncapi.Config, opts storage.Options) *har
 	mux.HandleFunc("GET /_matrix/client/v3/sync", auth(sy.HandleSync))
 	mux.HandleFunc("GET /_matrix/client/v3/rooms/{roomId}/messages", auth(sy.HandleMessages))
 	mux.HandleFunc("GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}", auth(sy.HandleContext))
+	mux.HandleFunc("GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}", auth(sy.HandleEvent))
 	h.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		h.srv.Close()

@@ -56,6 +56,16 @@ func (rd *reader) invited(res *syncResponse, rm roomInfo, ur storage.UserRoom, s
 		}
 		list.Events = append(list.Events, ev.stripped())
 	}
+	if own != nil && section == "invite" {
+		// An invite from an ignored user is not delivered at all.
+		ignored, err := rd.ignoredUsers()
+		if err != nil {
+			return err
+		}
+		if ignored[own.Sender] {
+			return nil
+		}
+	}
 	if own != nil {
 		if len(entries) == 0 {
 			list.Events = append(list.Events, inviteRoomState(own)...)

@@ -3,9 +3,12 @@ package syncapi
 import "sync"
 
 // notifier wakes long-polling /sync requests. A waiting request listens on
-// a set of keys — its user ("u:" + user ID: membership and account data
-// changes) and each room it is joined to ("r:" + room ID) — and is woken
-// only when one of them changes. Each key remembers the newest positions
+// a set of keys — its user ("u:" + user ID: membership, account data,
+// private receipts, their own presence and devices), its device ("d:" +
+// user ID + "|" + device ID: to-device messages) and each room it is
+// joined to ("r:" + room ID: events, typing, receipts, and the presence
+// and device changes of the room's members) — and is woken only when one
+// of them changes. Each key remembers the newest positions
 // it changed at, so a request that registers after the change it missed
 // (its database read was older) is woken at once: no lost wake-ups, and
 // no wake-ups for rooms a request does not care about.
@@ -32,6 +35,9 @@ func newNotifier() *notifier {
 
 func userKey(userID string) string { return "u:" + userID }
 func roomKey(roomID string) string { return "r:" + roomID }
+func deviceKey(userID, deviceID string) string {
+	return "d:" + userID + "|" + deviceID
+}
 
 // newer reports whether any stream of a is ahead of b.
 func (a *Token) newer(b *Token) bool {

@@ -17,6 +17,21 @@ type reader struct {
 	readPos int64 // the snapshot's newest stream position
 	user    string
 	device  string // the transactions table's device key (clientevent.TxnDevice)
+	// deviceID is the requesting device's ID.
+	deviceID string
+	// userKeyNID is the user's state key NID (0: not looked up yet, -1:
+	// the user has none), for history visibility.
+	userKeyNID int64
+	// ignored is the user's ignored users, once read; accountDataPos is
+	// the newest position of their account data in this snapshot (-1:
+	// not read; 0: they have none), which keys the cache of ignore lists.
+	ignored        map[string]bool
+	accountDataPos int64
+	// joinedRooms are the rooms a sync found the user joined to (nil
+	// outside /sync).
+	joinedRooms []string
+	// keysBegan orders this read against key count invalidations.
+	keysBegan uint64
 	// lookOnly reads the event cache without adding to it: history
 	// paging walks far more events than the cache holds, and would only
 	// evict the recent ones every sync needs.
@@ -31,6 +46,7 @@ type roomInfo struct {
 }
 
 func (s *Syncer) newReader(ctx context.Context, user, device string) (*reader, error) {
+	began := s.keyCounts.begin()
 	snap, err := s.store.Snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -40,7 +56,7 @@ func (s *Syncer) newReader(ctx context.Context, user, device string) (*reader, e
 		snap.Close()
 		return nil, fmt.Errorf("syncapi: max stream position: %w", err)
 	}
-	return &reader{s: s, snap: snap, readPos: pos, user: user, device: clientevent.TxnDevice(user, device)}, nil
+	return &reader{s: s, snap: snap, readPos: pos, user: user, device: clientevent.TxnDevice(user, device), deviceID: device, accountDataPos: -1, keysBegan: began}, nil
 }
 
 func (rd *reader) close() { rd.snap.Close() }

@@ -11,6 +11,9 @@ type syncResponse struct {
 	Presence    eventList   `json:"presence"`
 	ToDevice    eventList   `json:"to_device"`
 	DeviceLists deviceLists `json:"device_lists"`
+	// OneTimeKeyCounts and FallbackKeyTypes are the requesting device's.
+	OneTimeKeyCounts map[string]int `json:"device_one_time_keys_count"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 }
 
 type roomsPart struct {
@@ -39,10 +42,16 @@ type timeline struct {
 }
 
 type joinedRoom struct {
-	State       eventList `json:"state"`
-	Timeline    timeline  `json:"timeline"`
-	Ephemeral   eventList `json:"ephemeral"`
-	AccountData eventList `json:"account_data"`
+	State       eventList            `json:"state"`
+	Timeline    timeline             `json:"timeline"`
+	Ephemeral   eventList            `json:"ephemeral"`
+	AccountData eventList            `json:"account_data"`
+	Unread      *unreadNotifications `json:"unread_notifications,omitempty"`
+}
+
+type unreadNotifications struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
 }
 
 type leftRoom struct {
@@ -71,6 +80,9 @@ func newSyncResponse() *syncResponse {
 		Presence:    newEventList(),
 		ToDevice:    newEventList(),
 		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
+
+		OneTimeKeyCounts: map[string]int{},
+		FallbackKeyTypes: []string{},
 	}
 }
 

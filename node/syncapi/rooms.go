@@ -15,20 +15,21 @@ func (rd *reader) syncRoom(res *syncResponse, req *syncRequest, ur storage.UserR
 	changed := initial || ur.Pos > since // membership changed since the token
 	switch ur.Membership {
 	case "join":
+		acc := &access{membership: "join", pos: ur.Pos, shared: true, limit: rd.readPos}
 		switch {
 		case initial:
-			return rd.joined(res, req, rm, 0, true, false)
+			return rd.joined(res, req, rm, acc, 0, true, false)
 		case changed:
 			was, err := rd.joinedAt(rm, ur, since)
 			if err != nil {
 				return err
 			}
 			if !was { // a new join: the whole room, from scratch
-				return rd.joined(res, req, rm, 0, true, true)
+				return rd.joined(res, req, rm, acc, 0, true, true)
 			}
 		}
 		if ur.LatestPos > since || req.fullState {
-			return rd.joined(res, req, rm, since, req.fullState, false)
+			return rd.joined(res, req, rm, acc, since, req.fullState, false)
 		}
 	case "invite":
 		if changed || req.fullState {
@@ -105,8 +106,8 @@ func (rd *reader) joinedAt(rm roomInfo, ur storage.UserRoom, since int64) (bool,
 // joined adds a joined room: the timeline after position after (0: from
 // the newest events back), and the state at its start — in full, or as
 // the changes since after.
-func (rd *reader) joined(res *syncResponse, req *syncRequest, rm roomInfo, after int64, full, newJoin bool) error {
-	tl, state, err := rd.timelineAndState(req, rm, rd.currentState(rm), after, rd.readPos, full)
+func (rd *reader) joined(res *syncResponse, req *syncRequest, rm roomInfo, acc *access, after int64, full, newJoin bool) error {
+	tl, state, err := rd.timelineAndState(req, rm, acc, rd.currentState(rm), after, rd.readPos, full)
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,8 @@ func (rd *reader) left(res *syncResponse, req *syncRequest, rm roomInfo, ur stor
 		res.Rooms.Leave[rm.id] = &leftRoom{State: newEventList(), Timeline: tl, AccountData: newEventList()}
 		return nil
 	}
-	tl, state, err := rd.timelineAndState(req, rm, rd.stateAfter(&evs[0]), after, ur.Pos, full)
+	acc := &access{membership: ur.Membership, pos: ur.Pos, shared: true, limit: ur.Pos}
+	tl, state, err := rd.timelineAndState(req, rm, acc, rd.stateAfter(&evs[0]), after, ur.Pos, full)
 	if err != nil {
 		return err
 	}
@@ -161,8 +163,10 @@ func (rd *reader) left(res *syncResponse, req *syncRequest, rm roomInfo, ur stor
 
 // timelineAndState builds a room's timeline (after < pos <= upto) and the
 // state at its start, from src, the state at upto: in full, or only what
-// changed between after and the timeline's start.
-func (rd *reader) timelineAndState(req *syncRequest, rm roomInfo, src stateSource, after, upto int64, full bool) (timeline, []json.RawMessage, error) {
+// changed between after and the timeline's start. The timeline holds the
+// events the user may see (history visibility, ignored senders); the
+// state and limited follow the stream rows, whatever was left out.
+func (rd *reader) timelineAndState(req *syncRequest, rm roomInfo, acc *access, src stateSource, after, upto int64, full bool) (timeline, []json.RawMessage, error) {
 	tf := &req.filter.Room.Timeline
 	limit := tf.limit(defaultTimelineLimit)
 	var window []storage.StreamRow
@@ -183,6 +187,10 @@ func (rd *reader) timelineAndState(req *syncRequest, rm roomInfo, src stateSourc
 		start = window[len(window)-1].Pos
 	}
 	slices.Reverse(evs) // oldest first
+	scanned := len(evs) > 0
+	if evs, err = rd.readable(rm, acc, evs); err != nil {
+		return timeline{}, nil, err
+	}
 	members := []string{rd.user}
 	seen := map[string]bool{rd.user: true}
 	for _, ev := range evs {
@@ -228,7 +236,7 @@ func (rd *reader) timelineAndState(req *syncRequest, rm roomInfo, src stateSourc
 		return timeline{}, nil, err
 	}
 	tl := timeline{Events: rawList(tjson), Limited: more}
-	if len(evs) > 0 || more {
+	if scanned || more {
 		tl.PrevBatch = pageToken(start - 1)
 	}
 	sjson := make([]json.RawMessage, len(state))

@@ -14,11 +14,12 @@ import (
 
 // syncRequest is a parsed GET /sync.
 type syncRequest struct {
-	dev       *httputil.Device
-	since     *Token // nil: initial sync
-	filter    *Filter
-	fullState bool
-	timeout   time.Duration
+	dev         *httputil.Device
+	since       *Token // nil: initial sync
+	filter      *Filter
+	fullState   bool
+	timeout     time.Duration
+	setPresence string
 }
 
 // HandleSync serves GET /_matrix/client/v3/sync.
@@ -29,12 +30,16 @@ func (s *Syncer) HandleSync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	// Presence first: the sync itself may change it, and must not hold a
+	// snapshot while it notifies.
+	defer s.syncStarted(req.dev.UserID, req.setPresence)()
 	var deadline <-chan time.Time
 	if req.timeout > 0 {
 		t := time.NewTimer(req.timeout)
 		defer t.Stop()
 		deadline = t.C
 	}
+	acked := req.since == nil
 	for {
 		res, keys, seen, err := s.syncOnce(ctx, req)
 		if err != nil {
@@ -42,6 +47,10 @@ func (s *Syncer) HandleSync(w http.ResponseWriter, r *http.Request) {
 				httputil.WriteError(w, r, err)
 			}
 			return
+		}
+		if !acked { // the token is valid: what it acknowledges can go
+			acked = true
+			s.ackToDevice(ctx, req.dev.UserID, req.dev.DeviceID, req.since.ToDevice)
 		}
 		// An initial or full-state sync answers at once, as does one with
 		// news or no time to wait.
@@ -92,7 +101,7 @@ func (s *Syncer) parseSyncRequest(r *http.Request) (*syncRequest, error) {
 	default:
 		return nil, httputil.InvalidParam("full_state must be true or false")
 	}
-	switch q.Get("set_presence") {
+	switch req.setPresence = q.Get("set_presence"); req.setPresence {
 	case "", "online", "offline", "unavailable":
 	default:
 		return nil, httputil.InvalidParam("set_presence must be online, offline or unavailable")
@@ -165,11 +174,24 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 	}
 	to := since
 	to.Room = rd.readPos
-	if to.AccountData, err = rd.snap.MaxAccountDataPos(user); err != nil {
+	pos, err := rd.snap.Positions(user)
+	if err != nil {
 		return nil, nil, Token{}, err
 	}
-	if since.Room > to.Room || since.AccountData > to.AccountData {
+	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
+	rd.accountDataPos = pos.AccountData
+	to.Typing, to.Presence = s.typing.current(), s.presence.current()
+	if since.Room > to.Room || since.AccountData > to.AccountData || since.Receipt > to.Receipt ||
+		since.ToDevice > to.ToDevice || since.DeviceList > to.DeviceList {
 		return nil, nil, Token{}, httputil.InvalidParam("since token is not one this server gave out")
+	}
+	// Typing and presence live in memory and restart from the clock: a
+	// token ahead of them (another run's) gets their current state.
+	if since.Typing > to.Typing {
+		since.Typing = 0
+	}
+	if since.Presence > to.Presence {
+		since.Presence = 0
 	}
 
 	// An incremental sync reads only the rooms with news; the list of
@@ -197,6 +219,7 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 	}
 	res := newSyncResponse()
 	f := req.filter
+	var byID map[string]storage.UserRoom
 	for _, ur := range rooms {
 		if !f.Room.allowsRoom(ur.RoomID) {
 			continue
@@ -204,15 +227,55 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 		if err := rd.syncRoom(res, req, ur, since.Room); err != nil {
 			return nil, nil, Token{}, err
 		}
+		if res.Rooms.Join[ur.RoomID] != nil {
+			if byID == nil {
+				byID = map[string]storage.UserRoom{}
+			}
+			byID[ur.RoomID] = ur
+		}
 	}
-	keys := make([]string, 0, len(joined)+1)
-	keys = append(keys, userKey(user))
+	rd.joinedRooms = joined
+	keys := make([]string, 0, len(joined)+2)
+	keys = append(keys, userKey(user), deviceKey(user, req.dev.DeviceID))
 	for _, id := range joined {
 		keys = append(keys, roomKey(id))
 	}
-	if err := rd.accountData(res, req, since.AccountData, to.AccountData, joined); err != nil {
+	if err := rd.streams(res, req, since, &to, joined, rooms, byID); err != nil {
 		return nil, nil, Token{}, err
 	}
 	res.NextBatch = to.String()
 	return res, keys, to, nil
+}
+
+// streams adds what is not a room's timeline and state: account data,
+// typing and receipts, presence, to-device messages, device lists, key
+// counts and unread counts. rooms are the memberships the sync read
+// (byID those of its joined rooms); a stream's position in to may move
+// back if it sent only part of what is new.
+func (rd *reader) streams(res *syncResponse, req *syncRequest, since Token, to *Token, joined []string,
+	rooms []storage.UserRoom, byID map[string]storage.UserRoom) error {
+	if err := rd.accountData(res, req, since.AccountData, to.AccountData, joined); err != nil {
+		return err
+	}
+	if err := rd.ephemeral(res, req, since, *to, joined); err != nil {
+		return err
+	}
+	if err := rd.presenceSection(res, req, since.Presence); err != nil {
+		return err
+	}
+	if since.ToDevice < to.ToDevice {
+		if err := rd.toDevice(res, since.ToDevice, to); err != nil {
+			return err
+		}
+	}
+	if req.since != nil {
+		var err error
+		if res.DeviceLists.Changed, res.DeviceLists.Left, err = rd.deviceListDelta(since, *to, rooms); err != nil {
+			return err
+		}
+	}
+	if err := rd.keyCounts(res); err != nil {
+		return err
+	}
+	return rd.unreadNotifications(res, byID)
 }
