@@ -1,9 +1,11 @@
 package clientapi
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -272,21 +274,17 @@ func (a *API) checkPassword(r *http.Request, userID, password string) (bool, err
 }
 
 func (a *API) logout(r *http.Request, dev *httputil.Device) (any, error) {
-	gone, err := a.db.DeleteDevices(r.Context(), dev.UserID, []string{dev.DeviceID})
-	if err != nil {
+	if err := a.removeDevices(r.Context(), dev.UserID, []string{dev.DeviceID}); err != nil {
 		return nil, fmt.Errorf("logout: %w", err)
 	}
-	a.auth.forget(gone...)
 	a.auth.forget(hashToken(dev.AccessToken))
 	return struct{}{}, nil
 }
 
 func (a *API) logoutAll(r *http.Request, dev *httputil.Device) (any, error) {
-	gone, err := a.db.DeleteDevices(r.Context(), dev.UserID, nil)
-	if err != nil {
+	if err := a.removeDevices(r.Context(), dev.UserID, nil); err != nil {
 		return nil, fmt.Errorf("logout all: %w", err)
 	}
-	a.auth.forget(gone...)
 	return struct{}{}, nil
 }
 
@@ -407,11 +405,9 @@ func (a *API) deleteDevice(r *http.Request, dev *httputil.Device) (any, error) {
 	if err := a.requirePassword(r, dev, req.Auth); err != nil {
 		return nil, err
 	}
-	gone, err := a.db.DeleteDevices(r.Context(), dev.UserID, []string{id})
-	if err != nil {
+	if err := a.removeDevices(r.Context(), dev.UserID, []string{id}); err != nil {
 		return nil, fmt.Errorf("delete device: %w", err)
 	}
-	a.auth.forget(gone...)
 	return struct{}{}, nil
 }
 
@@ -429,12 +425,27 @@ func (a *API) deleteDevices(r *http.Request, dev *httputil.Device) (any, error) 
 	if err := a.requirePassword(r, dev, req.Auth); err != nil {
 		return nil, err
 	}
-	gone, err := a.db.DeleteDevices(r.Context(), dev.UserID, req.Devices)
-	if err != nil {
+	if err := a.removeDevices(r.Context(), dev.UserID, req.Devices); err != nil {
 		return nil, fmt.Errorf("delete devices: %w", err)
 	}
-	a.auth.forget(gone...)
 	return struct{}{}, nil
+}
+
+// removeDevices deletes devices (nil: all the user's), forgets their
+// tokens at once, and tells those sharing rooms with the user (through
+// sync's device lists) that the devices are gone.
+func (a *API) removeDevices(ctx context.Context, userID string, deviceIDs []string) error {
+	gone, err := a.db.DeleteDevices(ctx, userID, deviceIDs)
+	if err != nil {
+		return err
+	}
+	a.auth.forget(gone...)
+	if ks := a.keyStreams(); ks != nil {
+		if err := ks.DeviceListChanged(ctx, userID, deviceIDs, true); err != nil {
+			slog.Warn("announce deleted devices", "user", userID, "err", err)
+		}
+	}
+	return nil
 }
 
 // accountDataChanged tells sync about new account data.

@@ -80,6 +80,9 @@ type SyncHandlers interface {
 	HandleMessages(w http.ResponseWriter, r *http.Request)
 	// HandleContext serves GET /rooms/{roomId}/context/{eventId}.
 	HandleContext(w http.ResponseWriter, r *http.Request)
+	// HandleEvent serves GET /rooms/{roomId}/event/{eventId}, under the
+	// room's history visibility.
+	HandleEvent(w http.ResponseWriter, r *http.Request)
 }
 
 // API is the Client-Server API.
@@ -170,6 +173,7 @@ func (a *API) registerSync(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+p+"/sync", a.authRaw(a.sync.HandleSync))
 		mux.HandleFunc("GET "+p+"/rooms/{roomId}/messages", a.authRaw(a.sync.HandleMessages))
 		mux.HandleFunc("GET "+p+"/rooms/{roomId}/context/{eventId}", a.authRaw(a.sync.HandleContext))
+		mux.HandleFunc("GET "+p+"/rooms/{roomId}/event/{eventId}", a.authRaw(a.sync.HandleEvent))
 	}
 }
 

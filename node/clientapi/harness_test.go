@@ -21,6 +21,7 @@ import (
 	"hearth/node/httputil"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
+	"hearth/node/syncapi"
 )
 
 const server = "hearth.test"
@@ -40,10 +41,11 @@ type node struct {
 	receipts    []string
 }
 
-// noSync stands in for node/syncapi, which this package does not test:
-// the sync endpoints echo who called them and with which path values, so
-// tests can check the client API authenticated the request first.
-type noSync struct{}
+// noSync stands in for most of node/syncapi, which this package does not
+// test: the sync endpoints echo who called them and with which path
+// values, so tests can check the client API authenticated the request
+// first. GET /event is the real syncer's.
+type noSync struct{ event http.HandlerFunc }
 
 func echo(w http.ResponseWriter, r *http.Request) {
 	d := httputil.DeviceFrom(r.Context())
@@ -55,6 +57,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 func (noSync) HandleSync(w http.ResponseWriter, r *http.Request)     { echo(w, r) }
 func (noSync) HandleMessages(w http.ResponseWriter, r *http.Request) { echo(w, r) }
 func (noSync) HandleContext(w http.ResponseWriter, r *http.Request)  { echo(w, r) }
+func (s noSync) HandleEvent(w http.ResponseWriter, r *http.Request)  { s.event(w, r) }
 
 func newNode(t testing.TB, tweak ...func(*clientapi.Config)) *node {
 	t.Helper()
@@ -68,7 +71,18 @@ func newNode(t testing.TB, tweak ...func(*clientapi.Config)) *node {
 		}
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
-	rs, err := roomserver.New(db, roomserver.Config{ServerName: server, KeyID: "ed25519:p2p", PrivateKey: key})
+	sy, err := syncapi.New(db, syncapi.Config{ServerName: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := roomserver.New(db, roomserver.Config{ServerName: server, KeyID: "ed25519:p2p", PrivateKey: key,
+		OnOutput: func(outs []roomserver.Output) {
+			evs := make([]syncapi.RoomEvent, len(outs))
+			for i, o := range outs {
+				evs[i] = syncapi.NewRoomEvent(o.Pos, o.RoomID, o.Event)
+			}
+			sy.OnRoomEvents(evs)
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +110,7 @@ func newNode(t testing.TB, tweak ...func(*clientapi.Config)) *node {
 	for _, f := range tweak {
 		f(&cfg)
 	}
-	clientapi.New(cfg, db, rs, noSync{}).Register(n.mux)
+	clientapi.New(cfg, db, rs, noSync{sy.HandleEvent}).Register(n.mux)
 	n.srv = httptest.NewServer(n.mux)
 	t.Cleanup(func() {
 		n.srv.Close()

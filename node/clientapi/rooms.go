@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"math"
 	"net/http"
 	"strings"
@@ -20,7 +19,6 @@ func (a *API) registerRooms(mux *http.ServeMux) {
 	a.route(mux, "POST", "/createRoom", a.createRoom, true)
 	a.route(mux, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", a.send, true)
 	a.route(mux, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", a.redact, true)
-	a.route(mux, "GET", "/rooms/{roomId}/event/{eventId}", a.getEvent, true)
 	a.route(mux, "GET", "/rooms/{roomId}/members", a.members, true)
 	a.route(mux, "GET", "/rooms/{roomId}/joined_members", a.joinedMembers, true)
 	a.route(mux, "GET", "/joined_rooms", a.joinedRooms, true)
@@ -173,42 +171,6 @@ func (a *API) visibleState(ctx context.Context, roomID, userID string) ([]gomatr
 	return nil, httputil.Forbidden("you are not a member of this room")
 }
 
-func (a *API) getEvent(r *http.Request, dev *httputil.Device) (any, error) {
-	roomID, err := roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	notFound := httputil.NotFound("event not found")
-	// Members, past members and everyone in world-readable rooms may read
-	// events; anyone else learns nothing, not even that the event exists.
-	_, m, err := a.memberEvent(r.Context(), roomID, dev.UserID)
-	if isCode(err, "M_NOT_FOUND") {
-		return nil, notFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if m != roomserver.Join && m != roomserver.Leave && m != roomserver.Ban {
-		wr, err := a.worldReadable(r.Context(), roomID)
-		if err != nil {
-			return nil, err
-		}
-		if !wr {
-			return nil, notFound
-		}
-	}
-	ev, err := a.rs.Event(r.Context(), r.PathValue("eventId"))
-	if errors.Is(err, roomserver.ErrEventNotFound) {
-		return nil, notFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if ev.RoomID().String() != roomID {
-		return nil, notFound
-	}
-	return clientevent.Format(ev, roomID), nil
-}
 
 func (a *API) members(r *http.Request, dev *httputil.Device) (any, error) {
 	roomID, err := roomIDParam(r)

@@ -201,8 +201,9 @@ func (f *Federation) RoomServers(ctx context.Context, roomID string) ([]string, 
 }
 
 // SendEDU queues an EDU for each destination (this server skipped). The
-// queue is persistent but bounded (MaxQueuedEDUs per destination, oldest
-// dropped): typing and presence go stale anyway.
+// queue is persistent; ephemeral EDUs are bounded (MaxQueuedEDUs per
+// destination, oldest dropped: typing and presence go stale anyway), but
+// to-device messages, which carry E2EE room keys, wait until sent.
 func (f *Federation) SendEDU(ctx context.Context, edu gomatrixserverlib.EDU, destinations ...string) error {
 	edu.Origin = string(f.cfg.ServerName)
 	var dests []string
@@ -218,7 +219,8 @@ func (f *Federation) SendEDU(ctx context.Context, edu gomatrixserverlib.EDU, des
 	if err != nil {
 		return fmt.Errorf("federation: encode EDU: %w", err)
 	}
-	if err := f.db.EnqueueEDU(ctx, dests, b, f.cfg.MaxQueuedEDUs); err != nil {
+	durable := edu.Type == spec.MDirectToDevice
+	if err := f.db.EnqueueEDU(ctx, dests, b, durable, f.cfg.MaxQueuedEDUs); err != nil {
 		return fmt.Errorf("federation: queue EDU: %w", err)
 	}
 	for _, d := range dests {

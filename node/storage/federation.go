@@ -41,6 +41,9 @@ var federationMigrations = []string{
 		response BLOB NOT NULL,
 		PRIMARY KEY (origin, txn_id)
 	) WITHOUT ROWID;`,
+	// Durable EDUs (to-device messages: E2EE room keys) are never trimmed
+	// to make room for ephemeral ones (typing, presence).
+	`ALTER TABLE fed_edus ADD COLUMN durable INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // MigrateFederation creates or updates federation's tables.
@@ -148,16 +151,20 @@ func (db *DB) TrimPDUQueue(ctx context.Context, dest string, keep int) (int64, e
 	return n, err
 }
 
-// EnqueueEDU adds an EDU to each destination's queue, dropping the
-// oldest beyond keep per destination.
-func (db *DB) EnqueueEDU(ctx context.Context, dests []string, edu []byte, keep int) error {
+// EnqueueEDU adds an EDU to each destination's queue. Among the EDUs that
+// are not durable, the oldest beyond keep per destination are dropped; a
+// durable EDU is kept until sent.
+func (db *DB) EnqueueEDU(ctx context.Context, dests []string, edu []byte, durable bool, keep int) error {
 	return db.Write(ctx, func(tx *Tx) error {
 		for _, d := range dests {
-			if _, err := tx.Exec(`INSERT INTO fed_edus (dest, edu) VALUES (?, ?)`, d, edu); err != nil {
+			if _, err := tx.Exec(`INSERT INTO fed_edus (dest, edu, durable) VALUES (?, ?, ?)`, d, edu, durable); err != nil {
 				return fmt.Errorf("storage: enqueue edu: %w", err)
 			}
-			if _, err := tx.Exec(`DELETE FROM fed_edus WHERE dest = ? AND seq <= (
-				SELECT seq FROM fed_edus WHERE dest = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`, d, d, keep); err != nil {
+			if durable {
+				continue
+			}
+			if _, err := tx.Exec(`DELETE FROM fed_edus WHERE dest = ? AND durable = 0 AND seq <= (
+				SELECT seq FROM fed_edus WHERE dest = ? AND durable = 0 ORDER BY seq DESC LIMIT 1 OFFSET ?)`, d, d, keep); err != nil {
 				return fmt.Errorf("storage: trim edus: %w", err)
 			}
 		}

@@ -69,6 +69,7 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 
 	var rd *reader
 	var rm roomInfo
+	var acc *access
 	var lo, hi int64
 	var window []storage.StreamRow
 	var evs []*event
@@ -79,13 +80,12 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rd.lookOnly = true
-		var limitPos int64
-		if rm, limitPos, err = rd.readableRoom(r.PathValue("roomId")); err != nil {
+		if rm, acc, err = rd.roomAccess(r.PathValue("roomId")); err != nil {
 			rd.close()
 			httputil.WriteError(w, r, err)
 			return
 		}
-		lo, hi = pageBounds(desc, limitPos, from, hasFrom, to, hasTo)
+		lo, hi = pageBounds(desc, acc.limit, from, hasFrom, to, hasTo)
 		if window, evs, more, err = rd.scan(rm, lo, hi, desc, limit, f); err != nil {
 			rd.close()
 			httputil.WriteError(w, r, err)
@@ -124,6 +124,11 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 		} else {
 			res.End = pageToken(last)
 		}
+	}
+	// History visibility and ignored users, event by event.
+	if evs, err = rd.readable(rm, acc, evs); err != nil {
+		httputil.WriteError(w, r, err)
+		return
 	}
 	chunk, err := rd.withTxnIDs(rm, evs)
 	if err != nil {
@@ -164,44 +169,6 @@ func pageBounds(desc bool, limitPos, from int64, hasFrom bool, to int64, hasTo b
 	return lo, hi
 }
 
-// readableRoom resolves a room the user may read and the newest stream
-// position they may read in it: all of it while joined, up to their
-// departure once they left or were banned after being joined. Others get
-// M_FORBIDDEN, whether or not the room exists.
-//
-// TODO(issue 3): history visibility (world_readable, shared, invited,
-// joined) refines this, per event.
-func (rd *reader) readableRoom(roomID string) (roomInfo, int64, error) {
-	forbidden := httputil.Forbidden("you are not a member of this room")
-	nid, version, err := rd.snap.RoomByID(roomID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return roomInfo{}, 0, forbidden
-	}
-	if err != nil {
-		return roomInfo{}, 0, err
-	}
-	rm := roomInfo{nid, roomID, version}
-	ur, err := rd.snap.Membership(rd.user, nid)
-	if errors.Is(err, storage.ErrNotFound) {
-		return roomInfo{}, 0, forbidden
-	}
-	if err != nil {
-		return roomInfo{}, 0, err
-	}
-	switch ur.Membership {
-	case "join":
-		return rm, rd.readPos, nil
-	case "leave", "ban":
-		prev, err := rd.previousMembership(rm, ur)
-		if err != nil {
-			return roomInfo{}, 0, err
-		}
-		if prev == "join" {
-			return rm, ur.Pos, nil
-		}
-	}
-	return roomInfo{}, 0, forbidden
-}
 
 // previousMembership is the user's membership just before their current
 // one, from the removes of the stream row that set it ("" if none).

@@ -36,8 +36,8 @@ type access struct {
 // roomAccess resolves a room the user may read and how: members and
 // former members (up to their departure), and anyone when the room is
 // currently world-readable (then event by event). Others get M_FORBIDDEN,
-// whether or not the room exists. /messages should use it in place of
-// readableRoom, then filter each page with visible.
+// whether or not the room exists. Pages read with it are then filtered
+// with readable.
 func (rd *reader) roomAccess(roomID string) (roomInfo, *access, error) {
 	forbidden := httputil.Forbidden("you are not a member of this room")
 	nid, version, err := rd.snap.RoomByID(roomID)
