@@ -36,14 +36,18 @@ build:
 	$(GO) build -trimpath -o bin/hearth ./cmd/hearth
 	$(GO) build -trimpath -o bin/hearth-bench ./cmd/hearth-bench
 
-## wasm: the core must build for the browser; web/app/hearth.wasm is embedded by bin/hearth
+## wasm: the browser node (web/app/hearth.wasm, with .gz and .br beside it), embedded by bin/hearth
+# HEARTH_BROTLI_QUALITY=5 makes the brotli step quick (and the file larger).
 wasm:
 	GOOS=js GOARCH=wasm $(GO) build ./node/...
 	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags='-s -w' -o $(WASM_OUT) ./wasm
+	node web/compress.mjs $(WASM_OUT)
 
-## web: the web app's build output (for now: Go's wasm loader)
-web:
+## web: the web app's build output: Go's wasm loader, and the app bundled with matrix-js-sdk
+web: $(NPM_STAMP)
 	cp "$(GOROOT)/lib/wasm/wasm_exec.js" web/app/wasm_exec.js
+	cd web && ./node_modules/.bin/esbuild app/src/app.js --bundle --format=esm --minify \
+		--target=es2022 --log-level=warning --outfile=app/dist/app.js
 
 ## run: build everything (the web app is embedded, so it comes first) and start the node
 run:
@@ -94,7 +98,7 @@ test-wasm: wasm web
 # behind after stopClient(); without it each file would linger that long.
 JS_TESTS = $(shell find web/test -name '*.test.mjs' | sort)
 
-test-js: build $(NPM_STAMP)
+test-js: wasm web build $(NPM_STAMP)
 	HEARTH_BIN="$(CURDIR)/bin/hearth" node --test --test-force-exit $(JS_TESTS)
 
 ## bench: Go benchmarks, then hearth-bench against a node it starts on a temp dir and a free port
@@ -106,4 +110,4 @@ bench: build
 lint: test-fmt test-vet test-staticcheck
 
 clean:
-	rm -rf bin $(WASM_OUT) web/app/wasm_exec.js
+	rm -rf bin $(WASM_OUT) $(WASM_OUT).gz $(WASM_OUT).br web/app/wasm_exec.js web/app/dist

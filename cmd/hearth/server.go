@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io/fs"
 	"net"
 	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"hearth/node/httputil"
 )
@@ -43,8 +51,102 @@ func (rt routes) handler() http.Handler {
 	mux.HandleFunc("/_hearth/", func(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, httputil.Unrecognized(http.StatusNotFound))
 	})
-	mux.Handle("/", http.FileServerFS(rt.Web))
+	mux.Handle("/", webApp(rt.Web))
 	return mux
+}
+
+// webApp serves the embedded web app. Every file gets an ETag (a hash of
+// its content: embedded files have no modification time), so browsers
+// revalidate instead of downloading the ~50 MB wasm again. A file with a
+// pre-compressed sibling (NAME.br, NAME.gz, written by `make wasm`) is
+// served as that when the browser accepts the encoding. The service
+// worker may control the whole origin.
+func webApp(files fs.FS) http.Handler {
+	var mu sync.Mutex
+	etags := map[string]string{}
+	read := func(name string) ([]byte, string, bool) {
+		b, err := fs.ReadFile(files, name)
+		if err != nil {
+			return nil, "", false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		tag, ok := etags[name]
+		if !ok {
+			sum := sha256.Sum256(b)
+			tag = `"` + hex.EncodeToString(sum[:12]) + `"`
+			etags[name] = tag
+		}
+		return b, tag, true
+	}
+	fallback := http.FileServerFS(files)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
+		if name == "" {
+			name = "index.html"
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			fallback.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		if name == "sw.js" {
+			h.Set("Service-Worker-Allowed", "/")
+		}
+		h.Set("Cache-Control", "no-cache")
+		h.Add("Vary", "Accept-Encoding")
+		accept := r.Header.Get("Accept-Encoding")
+		for _, enc := range []struct{ ext, name string }{{".br", "br"}, {".gz", "gzip"}} {
+			if !strings.Contains(accept, enc.name) {
+				continue
+			}
+			if b, tag, ok := read(name + enc.ext); ok {
+				h.Set("Content-Encoding", enc.name)
+				h.Set("ETag", tag)
+				if ct := contentType(name); ct != "" {
+					h.Set("Content-Type", ct)
+				}
+				// ServeContent leaves out Content-Length for encoded
+				// bodies; the length helps browsers show progress.
+				h.Set("Content-Length", strconv.Itoa(len(b)))
+				r.Header.Del("Range") // ranges of an encoded body: not needed
+				http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+				return
+			}
+		}
+		b, tag, ok := read(name)
+		if !ok || strings.HasSuffix(name, "/") {
+			fallback.ServeHTTP(w, r) // directories, 404s
+			return
+		}
+		h.Set("ETag", tag)
+		if ct := contentType(name); ct != "" {
+			h.Set("Content-Type", ct)
+		}
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+	})
+}
+
+// contentType is the MIME type of the web app's files, independent of the
+// host's mime tables (application/wasm is what instantiateStreaming needs).
+func contentType(name string) string {
+	switch path.Ext(name) {
+	case ".html":
+		return "text/html; charset=utf-8"
+	case ".js", ".mjs":
+		return "text/javascript; charset=utf-8"
+	case ".wasm":
+		return "application/wasm"
+	case ".css":
+		return "text/css; charset=utf-8"
+	case ".json", ".map":
+		return "application/json"
+	case ".png":
+		return "image/png"
+	case ".svg":
+		return "image/svg+xml"
+	}
+	return ""
 }
 
 // status answers GET /_hearth/v1/status. It needs no token, so it answers

@@ -1,0 +1,255 @@
+// Hearth's built-in chat app: matrix-js-sdk against the browser node that
+// runs in this page's node worker (see node.js). On first run it registers
+// a local user and keeps the credentials in localStorage.
+import { createClient, ClientEvent, RoomEvent, EventType, Direction } from 'matrix-js-sdk'
+import { startNode, onState, nodeFetch, status, controlled } from './node.js'
+
+const $ = (sel) => document.querySelector(sel)
+const CREDS = 'hearth.credentials'
+
+let client = null
+let me = null // {user_id, access_token, device_id, server_name}
+let current = null // room ID on screen
+
+function el (tag, props = {}, ...kids) {
+  const e = document.createElement(tag)
+  Object.assign(e, props)
+  for (const k of kids) e.append(k)
+  return e
+}
+
+function banner (text, cls = '') {
+  const b = $('#banner')
+  b.textContent = text
+  b.className = cls
+}
+
+async function api (method, path, body, token) {
+  const headers = { 'Content-Type': 'application/json' }
+  if (token) headers.Authorization = 'Bearer ' + token
+  const r = await nodeFetch(location.origin + path, { method, headers, body: body ? JSON.stringify(body) : undefined })
+  const j = await r.json()
+  if (!r.ok) throw new Error(`${path}: ${j.errcode || r.status} ${j.error || ''}`)
+  return j
+}
+
+// account returns stored credentials for this node, or registers a user.
+async function account (serverName) {
+  const saved = JSON.parse(localStorage.getItem(CREDS) || 'null')
+  if (saved && saved.server_name === serverName) {
+    try {
+      await api('GET', '/_matrix/client/v3/account/whoami', null, saved.access_token)
+      return saved
+    } catch (e) {
+      console.warn('hearth: stored credentials no longer work:', e)
+    }
+  }
+  const username = 'me' + Math.random().toString(36).slice(2, 8)
+  const password = crypto.randomUUID()
+  const reg = await api('POST', '/_matrix/client/v3/register', {
+    username, password, auth: { type: 'm.login.dummy' }, initial_device_display_name: 'Hearth web app'
+  })
+  const creds = { user_id: reg.user_id, access_token: reg.access_token, device_id: reg.device_id, server_name: serverName }
+  localStorage.setItem(CREDS, JSON.stringify(creds))
+  return creds
+}
+
+// short shortens a Matrix ID's server name (a 62-character key) for display.
+function short (id) {
+  return (id || '').replace(/:(k51[a-z0-9]{6})[a-z0-9]+([a-z0-9]{4})$/, ':$1…$2')
+}
+
+function roomName (room) {
+  return room.name || room.roomId
+}
+
+function renderRooms () {
+  const list = $('#rooms')
+  list.replaceChildren()
+  const rooms = client.getRooms().filter((r) => ['join', 'invite'].includes(r.getMyMembership()))
+  rooms.sort((a, b) => (b.getLastActiveTimestamp() || 0) - (a.getLastActiveTimestamp() || 0))
+  for (const room of rooms) {
+    const invite = room.getMyMembership() === 'invite'
+    const li = el('li', { className: (room.roomId === current ? 'active ' : '') + (invite ? 'invite' : '') },
+      el('span', { textContent: roomName(room) }))
+    li.dataset.roomId = room.roomId
+    if (invite) {
+      const accept = el('button', { textContent: 'Accept', className: 'accept' })
+      accept.onclick = async (e) => {
+        e.stopPropagation()
+        banner('Joining ' + roomName(room) + '…')
+        await client.joinRoom(room.roomId)
+        banner('')
+        show(room.roomId)
+      }
+      li.append(accept)
+    }
+    li.onclick = () => show(room.roomId)
+    list.append(li)
+  }
+}
+
+function renderTimeline () {
+  const tl = $('#timeline')
+  tl.replaceChildren()
+  const room = current && client.getRoom(current)
+  $('#room-title').textContent = room ? roomName(room) : 'No room selected'
+  $('#room-id').textContent = room ? room.roomId : ''
+  $('#composer').hidden = !room || room.getMyMembership() !== 'join'
+  $('#room-tools').hidden = !room
+  if (!room) return
+  for (const ev of room.getLiveTimeline().getEvents()) {
+    const type = ev.getType()
+    let text
+    if (type === EventType.RoomMessage) text = ev.getContent().body
+    else if (type === EventType.RoomMember) text = `${short(ev.getStateKey())}: ${ev.getContent().membership}`
+    else if (type === EventType.RoomCreate) text = 'created the room'
+    else if (type === EventType.RoomName) text = `named the room “${ev.getContent().name}”`
+    else continue
+    const cls = type === EventType.RoomMessage ? 'msg' : 'state'
+    tl.append(el('div', { className: cls + (ev.getSender() === me.user_id ? ' mine' : '') },
+      el('span', { className: 'sender', textContent: short(ev.getSender()), title: ev.getSender() }),
+      el('span', { className: 'body', textContent: text })))
+  }
+  tl.scrollTop = tl.scrollHeight
+}
+
+function show (roomId) {
+  current = roomId
+  renderRooms()
+  renderTimeline()
+}
+
+async function renderPeers () {
+  try {
+    const st = await status()
+    const ul = $('#peers')
+    ul.replaceChildren()
+    const names = new Map(st.peers.map((p) => [p.peer_id, p.server_name]))
+    for (const p of st.peers) {
+      // A relayed connection's address is <relay>/p2p/<relay ID>/p2p-circuit.
+      const circuit = p.addrs.find((a) => a.includes('/p2p-circuit'))
+      let via = 'direct'
+      if (circuit) {
+        const relay = circuit.split('/p2p-circuit')[0].split('/p2p/').pop()
+        via = 'via relay ' + short(':' + (names.get(relay) || relay)).slice(1)
+      }
+      ul.append(el('li', { title: p.addrs.join('\n') },
+        el('code', { textContent: short(':' + (p.server_name || p.peer_id)).slice(1) }),
+        el('span', { className: 'via', textContent: ' ' + via })))
+    }
+    if (!st.peers.length) ul.append(el('li', { className: 'muted', textContent: 'no peers connected' }))
+    $('#relays').textContent = st.addrs.some((a) => a.includes('/p2p-circuit')) ? 'reachable through a relay' : 'no relay reservation yet'
+  } catch (e) {
+    console.warn('hearth: status', e)
+  }
+}
+
+function wire () {
+  $('#composer').onsubmit = async (e) => {
+    e.preventDefault()
+    const input = $('#message')
+    const body = input.value.trim()
+    if (!body || !current) return
+    input.value = ''
+    await client.sendTextMessage(current, body)
+  }
+  $('#create').onsubmit = async (e) => {
+    e.preventDefault()
+    const name = $('#create-name').value.trim()
+    const { room_id: roomId } = await client.createRoom({ name: name || undefined, preset: 'private_chat' })
+    $('#create-name').value = ''
+    await new Promise((resolve) => {
+      if (client.getRoom(roomId)) return resolve()
+      const on = (room) => { if (room.roomId === roomId) { client.off(ClientEvent.Room, on); resolve() } }
+      client.on(ClientEvent.Room, on)
+    })
+    show(roomId)
+  }
+  $('#invite').onsubmit = async (e) => {
+    e.preventDefault()
+    const who = $('#invite-user').value.trim()
+    if (!who || !current) return
+    banner('Inviting ' + who + '…')
+    try {
+      await client.invite(current, who)
+      banner('Invited ' + who, 'ok')
+      $('#invite-user').value = ''
+    } catch (err) {
+      banner('Invite failed: ' + err.message, 'warn')
+    }
+  }
+  $('#join').onsubmit = async (e) => {
+    e.preventDefault()
+    const target = $('#join-room').value.trim()
+    const via = $('#join-via').value.trim()
+    if (!target) return
+    banner('Joining ' + target + ' (fetching the room from its servers)…')
+    try {
+      const room = await client.joinRoom(target, { viaServers: via ? [via] : [] })
+      banner('')
+      show(room.roomId)
+    } catch (err) {
+      banner('Join failed: ' + err.message, 'warn')
+    }
+  }
+  $('#older').onclick = async () => {
+    const room = current && client.getRoom(current)
+    if (!room) return
+    $('#older').disabled = true
+    try {
+      await client.scrollback(room, 30)
+    } finally {
+      $('#older').disabled = false
+    }
+    renderTimeline()
+  }
+}
+
+async function main () {
+  startNode()
+  onState((s) => {
+    if (s.state === 'waiting') banner('This node runs in another tab: connecting to it…')
+    else if (s.state === 'starting') banner('Starting your homeserver…')
+    else if (s.state === 'failed') banner('Your homeserver failed to start: ' + s.error, 'warn')
+  })
+  const ready = await new Promise((resolve) => onState((s) => { if (s.state === 'ready') resolve(s.status) }))
+  window.hearthBoot = ready
+  $('#server-name').textContent = ready.server_name
+  $('#persistence').textContent = ready.persistent ? '' : ' (not persistent: this browser has no OPFS; everything goes when the tab closes)'
+  if (ready.follower) banner('Your homeserver ' + ready.server_name + ' runs in another tab; this tab uses it from there', 'ok')
+  else banner('Your homeserver ' + ready.server_name + ' is running', 'ok')
+  onState((s) => {
+    window.hearthNodeState = s
+    if (s.state === 'ready' && !s.status.follower && ready.follower) banner('Your homeserver ' + s.status.server_name + ' now runs in this tab', 'ok')
+  })
+  me = await account(ready.server_name)
+  $('#user-id').textContent = me.user_id
+  client = createClient({
+    baseUrl: location.origin,
+    userId: me.user_id,
+    accessToken: me.access_token,
+    deviceId: me.device_id,
+    fetchFn: nodeFetch,
+    timelineSupport: true
+  })
+  client.on(ClientEvent.Room, renderRooms)
+  client.on(RoomEvent.MyMembership, renderRooms)
+  client.on(RoomEvent.Name, renderRooms)
+  client.on(RoomEvent.Timeline, (ev, room) => {
+    if (room && room.roomId === current) renderTimeline()
+    renderRooms()
+  })
+  client.once(ClientEvent.Sync, () => {
+    document.body.classList.add('synced')
+    renderRooms()
+  })
+  wire()
+  await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: false })
+  renderPeers()
+  setInterval(renderPeers, 2000)
+  window.hearthNodeFetch = nodeFetch
+  window.hearthApp = { client, me, show, get current () { return current }, controlled, Direction }
+}
+
+main().catch((e) => banner('Error: ' + e.message, 'warn'))

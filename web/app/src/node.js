@@ -1,0 +1,96 @@
+// The page's side of the browser node: it starts the node worker, hands
+// the service worker MessagePorts to it when asked, and gives the built-in
+// app a fetch function that talks to the worker directly (the first load
+// is not controlled by the service worker yet, and Shift-reload bypasses
+// it: /_matrix must never reach the native node by mistake).
+
+let worker
+let seq = 0
+const pending = new Map()
+const listeners = new Set()
+let state = { state: 'loading' }
+
+function setState (s) {
+  state = s
+  for (const f of listeners) f(s)
+}
+
+/** onState calls f with every state change of the node worker (and now). */
+export function onState (f) {
+  listeners.add(f)
+  f(state)
+  return () => listeners.delete(f)
+}
+
+/** startNode starts the node worker and registers the service worker. */
+export function startNode () {
+  worker = new Worker('./node-worker.js')
+  worker.onmessage = (e) => {
+    const m = e.data
+    if (m.state) {
+      setState(m)
+      return
+    }
+    const w = pending.get(m.id)
+    if (!w) return
+    pending.delete(m.id)
+    if (m.error) w.reject(new Error(m.error))
+    else w.resolve(m)
+  }
+  worker.onerror = (e) => setState({ state: 'failed', error: 'worker error: ' + e.message })
+  if ('serviceWorker' in navigator) {
+    // The service worker asks for a port to the node worker whenever it
+    // (re)starts without one.
+    navigator.serviceWorker.addEventListener('message', (e) => {
+      if (e.data && e.data.hearth === 'port-request') {
+        const ch = new MessageChannel()
+        worker.postMessage({ port: ch.port1 }, [ch.port1])
+        e.ports[0].postMessage({ port: ch.port2 }, [ch.port2])
+      }
+    })
+    navigator.serviceWorker.startMessages()
+    navigator.serviceWorker.register('./sw.js', { scope: './' }).catch((err) => {
+      console.warn('hearth: no service worker:', err)
+    })
+  }
+}
+
+/** controlled resolves once the service worker controls this page. */
+export function controlled () {
+  if (!('serviceWorker' in navigator)) return Promise.reject(new Error('no service workers'))
+  if (navigator.serviceWorker.controller) return Promise.resolve()
+  return new Promise((resolve) => {
+    navigator.serviceWorker.addEventListener('controllerchange', () => resolve(), { once: true })
+  })
+}
+
+/** request sends one HTTP request to the node worker. */
+export function request (method, url, headers = [], body = null) {
+  const id = ++seq
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject })
+    worker.postMessage({ id, method, url, headers, body }, body ? [body] : [])
+  })
+}
+
+/** nodeFetch is a fetch() for matrix-js-sdk's fetchFn, answered by the node worker. */
+export async function nodeFetch (input, init = {}) {
+  const req = new Request(input, init)
+  const body = (req.method === 'GET' || req.method === 'HEAD') ? null : await req.arrayBuffer()
+  const signal = init.signal || req.signal
+  const call = request(req.method, req.url, [...req.headers], body)
+  const answer = signal
+    ? await Promise.race([call, new Promise((resolve, reject) => {
+      if (signal.aborted) reject(new DOMException('aborted', 'AbortError'))
+      signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')), { once: true })
+    })])
+    : await call
+  const nullBody = answer.status === 204 || answer.status === 304
+  return new Response(nullBody ? null : answer.body, { status: answer.status, headers: answer.headers })
+}
+
+/** status is the node's /_hearth/v1/status. */
+export async function status () {
+  const r = await nodeFetch(location.origin + '/_hearth/v1/status')
+  return r.json()
+}
