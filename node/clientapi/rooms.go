@@ -171,7 +171,6 @@ func (a *API) visibleState(ctx context.Context, roomID, userID string) ([]gomatr
 	return nil, httputil.Forbidden("you are not a member of this room")
 }
 
-
 func (a *API) members(r *http.Request, dev *httputil.Device) (any, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {

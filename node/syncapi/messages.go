@@ -169,7 +169,6 @@ func pageBounds(desc bool, limitPos, from int64, hasFrom bool, to int64, hasTo b
 	return lo, hi
 }
 
-
 // previousMembership is the user's membership just before their current
 // one, from the removes of the stream row that set it ("" if none).
 func (rd *reader) previousMembership(rm roomInfo, ur storage.UserRoom) (string, error) {
