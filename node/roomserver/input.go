@@ -292,7 +292,7 @@ func (r *room) createEventID() string {
 func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	ev := re.pdu
 	res := re.res
-	old, err := storage.EventMetaByIDTx(tx, ev.EventID())
+	old, err := r.eventMeta(tx, ev.EventID())
 	switch {
 	case err == nil && old.Rejected:
 		res.Err = &RejectedError{Reason: "previously rejected"}
@@ -394,13 +394,54 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	return r.advance(tx, ev, nid, before)
 }
 
+// prefetchMeta loads, in one query, the rows of every event a batch of
+// remote events refers to (themselves, their prev and auth events), so
+// checking a batch of backfilled history costs one query, not several an
+// event. Rows the batch inserts are added as it goes.
+func (r *room) prefetchMeta(tx *storage.Tx, evs []*remoteEvent) error {
+	var ids []string
+	for _, re := range evs {
+		ids = append(append(append(ids, re.pdu.EventID()), re.pdu.PrevEventIDs()...), re.pdu.AuthEventIDs()...)
+		ids = append(ids, re.stateBefore...)
+	}
+	if c := r.createEventID(); c != "" {
+		ids = append(ids, c)
+	}
+	rows, err := storage.EventMetasByIDTx(tx, ids)
+	if err != nil {
+		return err
+	}
+	r.meta = make(map[string]*storage.Event, len(ids))
+	for _, row := range rows {
+		r.meta[row.ID] = row
+	}
+	for _, id := range ids {
+		if r.meta[id] == nil {
+			r.meta[id] = nil // known missing
+		}
+	}
+	return nil
+}
+
+// eventMeta is an event's row without JSON, from the batch's prefetched
+// rows when there are some.
+func (r *room) eventMeta(tx *storage.Tx, id string) (*storage.Event, error) {
+	if m, ok := r.meta[id]; ok {
+		if m == nil {
+			return nil, storage.ErrNotFound
+		}
+		return m, nil
+	}
+	return storage.EventMetaByIDTx(tx, id)
+}
+
 // eventsByID loads events' rows (without JSON) by ID inside a write,
 // returning the IDs missing.
 func (r *room) eventsByID(tx *storage.Tx, ids []string) ([]*storage.Event, []string, error) {
 	var rows []*storage.Event
 	var missing []string
 	for _, id := range ids {
-		row, err := storage.EventMetaByIDTx(tx, id)
+		row, err := r.eventMeta(tx, id)
 		if errors.Is(err, storage.ErrNotFound) {
 			missing = append(missing, id)
 			continue
@@ -495,24 +536,27 @@ func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, given []str
 // the lowest in use, in input order, so a batch given oldest first pages
 // back newest first.
 func (r *room) storeBackfilled(tx *storage.Tx, ev gomatrixserverlib.PDU, old *storage.Event, snapshotNID int64) error {
+	pos := r.backfillPos
+	r.backfillPos++
 	nid := int64(0)
 	if old != nil {
 		nid = old.NID
 		if err := storage.SetSnapshot(tx, nid, snapshotNID); err != nil {
 			return err
 		}
+		if err := storage.SetStreamPos(tx, nid, pos); err != nil {
+			return err
+		}
+		if m := r.meta[old.ID]; m != nil {
+			m.SnapshotNID, m.StreamPos = snapshotNID, pos
+		}
 	} else {
 		var err error
-		if nid, err = r.insert(tx, ev, snapshotNID, false); err != nil {
+		if nid, err = r.insertAt(tx, ev, snapshotNID, false, pos); err != nil {
 			return err
 		}
 	}
-	pos := r.backfillPos
-	r.backfillPos++
-	if err := storage.InsertStreamAt(tx, pos, r.row.NID, nid); err != nil {
-		return err
-	}
-	return storage.SetStreamPos(tx, nid, pos)
+	return storage.InsertStreamAt(tx, pos, r.row.NID, nid)
 }
 
 // storeRejected keeps a rejected event so it is never fetched or accepted
@@ -526,6 +570,11 @@ func (r *room) storeRejected(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotN
 
 // insert writes an event row (not the stream, not the state).
 func (r *room) insert(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool) (int64, error) {
+	return r.insertAt(tx, ev, snapshotNID, rejected, 0)
+}
+
+// insertAt writes an event row with its stream position already known.
+func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool, pos int64) (int64, error) {
 	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
 	if err != nil {
 		return 0, err
@@ -536,10 +585,19 @@ func (r *room) insert(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int6
 			return 0, err
 		}
 	}
-	return storage.InsertEvent(tx, &storage.Event{
-		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
-		Depth: ev.Depth(), SnapshotNID: snapshotNID, Rejected: rejected, Redacted: ev.Redacted(), JSON: ev.JSON(),
-	})
+	row := &storage.Event{
+		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID, Depth: ev.Depth(),
+		SnapshotNID: snapshotNID, Rejected: rejected, StreamPos: pos, Redacted: ev.Redacted(), JSON: ev.JSON(),
+	}
+	if _, err := storage.InsertEvent(tx, row); err != nil {
+		return 0, err
+	}
+	if r.meta != nil {
+		meta := *row
+		meta.JSON = nil
+		r.meta[row.ID] = &meta
+	}
+	return row.NID, nil
 }
 
 // advance makes a stored event a forward extremity, recomputes the

@@ -53,6 +53,9 @@ type room struct {
 	pending pendingNIDs
 	// the next negative stream position for backfilled history
 	backfillPos int64
+	// rows (without JSON) of the events a batch of remote input refers
+	// to; nil outside such a batch. A nil entry: known to be missing.
+	meta map[string]*storage.Event
 }
 
 func (r *room) enqueue(ctx context.Context, req *request) (err error) {
@@ -126,6 +129,10 @@ func (r *room) process(batch []*request) {
 				if err := r.reserveBackfillPositions(tx, req.remote); err != nil {
 					return err
 				}
+				if err := r.prefetchMeta(tx, req.remote); err != nil {
+					return err
+				}
+				defer func() { r.meta = nil }()
 				for _, re := range req.remote {
 					o, err := r.input(tx, re)
 					if err != nil {

@@ -315,6 +315,26 @@ func EventMetaByIDTx(tx *Tx, eventID string) (*Event, error) {
 	return e, notFound(err)
 }
 
+// EventMetasByIDTx loads the rows (without JSON) of the events with the
+// given IDs that are stored, inside a write.
+func EventMetasByIDTx(tx *Tx, ids []string) ([]*Event, error) {
+	rows, err := tx.Query(`SELECT event_id, event_nid, room_nid, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted
+		FROM events WHERE event_id IN (SELECT value FROM json_each(?))`, jsonStrings(ids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e := &Event{}
+		if err := rows.Scan(&e.ID, &e.NID, &e.RoomNID, &e.TypeNID, &e.KeyNID, &e.Depth, &e.SnapshotNID, &e.Rejected, &e.StreamPos, &e.Redacted); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 // EventsByNID loads events by NID, in no particular order; missing NIDs
 // are skipped.
 func (db *DB) EventsByNID(ctx context.Context, nids []int64) ([]*Event, error) {
