@@ -265,6 +265,23 @@ const eventCols = `event_nid, room_nid, event_id, type_nid, key_nid, depth, snap
 
 type scanner interface{ Scan(...any) error }
 
+// scanEvents reads every row of a query for events.
+func (db *DB) scanEvents(rows *sql.Rows, err error) ([]*Event, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e, err := db.scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 func (db *DB) scanEvent(s scanner) (*Event, error) {
 	e := &Event{}
 	err := s.Scan(&e.NID, &e.RoomNID, &e.ID, &e.TypeNID, &e.KeyNID, &e.Depth, &e.SnapshotNID, &e.Rejected, &e.StreamPos, &e.Redacted, &e.JSON)
@@ -351,20 +368,7 @@ func (db *DB) eventsByNID(nids []int64, query func(string, ...any) (*sql.Rows, e
 		return nil, nil
 	}
 	// json_each over a list keeps this one prepared statement for any count.
-	rows, err := query(`SELECT `+eventCols+` FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := make([]*Event, 0, len(nids))
-	for rows.Next() {
-		e, err := db.scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return db.scanEvents(query(`SELECT `+eventCols+` FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`, jsonInts(nids)))
 }
 
 func jsonInts(nids []int64) string {
@@ -475,21 +479,8 @@ func deviceHash(device string) int64 {
 
 // CurrentState returns a room's current state events.
 func (db *DB) CurrentState(ctx context.Context, roomNID int64) ([]*Event, error) {
-	rows, err := db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM current_state c
-		JOIN events e ON e.event_nid = c.event_nid WHERE c.room_nid = ?`, roomNID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Event
-	for rows.Next() {
-		e, err := db.scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return db.scanEvents(db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM current_state c
+		JOIN events e ON e.event_nid = c.event_nid WHERE c.room_nid = ?`, roomNID))
 }
 
 // CurrentStateEvent returns one current state event, or ErrNotFound.
@@ -653,21 +644,8 @@ func InsertStreamAt(tx *Tx, pos, roomNID, eventNID int64) error {
 // OldestTimelineEvents returns a room's oldest events in its timeline (by
 // stream position, which backfill keeps in topological order).
 func (db *DB) OldestTimelineEvents(ctx context.Context, roomNID int64) ([]*Event, error) {
-	rows, err := db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM stream s
-		JOIN events e ON e.event_nid = s.event_nid WHERE s.room_nid = ? ORDER BY s.pos LIMIT 20`, roomNID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Event
-	for rows.Next() {
-		e, err := db.scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return db.scanEvents(db.Query(ctx, `SELECT `+prefixed("e.", eventCols)+` FROM stream s
+		JOIN events e ON e.event_nid = s.event_nid WHERE s.room_nid = ? ORDER BY s.pos LIMIT 20`, roomNID))
 }
 
 // Have reports which of the event IDs are stored (as anything but
