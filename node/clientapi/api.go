@@ -83,6 +83,9 @@ type SyncHandlers interface {
 	// HandleEvent serves GET /rooms/{roomId}/event/{eventId}, under the
 	// room's history visibility.
 	HandleEvent(w http.ResponseWriter, r *http.Request)
+	// HandleSlidingSync serves POST /_matrix/client/unstable/
+	// org.matrix.simplified_msc3575/sync (MSC4186).
+	HandleSlidingSync(w http.ResponseWriter, r *http.Request)
 }
 
 // API is the Client-Server API.
@@ -175,6 +178,7 @@ func (a *API) registerSync(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+p+"/rooms/{roomId}/context/{eventId}", a.authRaw(a.sync.HandleContext))
 		mux.HandleFunc("GET "+p+"/rooms/{roomId}/event/{eventId}", a.authRaw(a.sync.HandleEvent))
 	}
+	mux.HandleFunc("POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync", a.authRaw(a.sync.HandleSlidingSync))
 }
 
 // wrap turns a handler into an http.HandlerFunc: CORS headers, the access

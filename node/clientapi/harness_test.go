@@ -54,10 +54,11 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (noSync) HandleSync(w http.ResponseWriter, r *http.Request)     { echo(w, r) }
-func (noSync) HandleMessages(w http.ResponseWriter, r *http.Request) { echo(w, r) }
-func (noSync) HandleContext(w http.ResponseWriter, r *http.Request)  { echo(w, r) }
-func (s noSync) HandleEvent(w http.ResponseWriter, r *http.Request)  { s.event(w, r) }
+func (noSync) HandleSync(w http.ResponseWriter, r *http.Request)        { echo(w, r) }
+func (noSync) HandleMessages(w http.ResponseWriter, r *http.Request)    { echo(w, r) }
+func (noSync) HandleContext(w http.ResponseWriter, r *http.Request)     { echo(w, r) }
+func (noSync) HandleSlidingSync(w http.ResponseWriter, r *http.Request) { echo(w, r) }
+func (s noSync) HandleEvent(w http.ResponseWriter, r *http.Request)     { s.event(w, r) }
 
 func newNode(t testing.TB, tweak ...func(*clientapi.Config)) *node {
 	t.Helper()

@@ -1,0 +1,363 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"hearth/node/httputil"
+	"hearth/node/storage"
+)
+
+// Simplified sliding sync (MSC4186), POST
+// /_matrix/client/unstable/org.matrix.simplified_msc3575/sync. It is a
+// different view of the same reads /sync does: the same snapshot reader,
+// timeline scan, visibility, invite state, unread counts and ephemeral
+// streams, picked per room by the client's lists and subscriptions. The
+// position ("pos") is a sync Token, so a pos is valid as long as a /sync
+// since token would be. The server keeps no per-connection state:
+// incremental answers carry the rooms in the requested windows that
+// changed since pos.
+
+// slidingRequest is the request body.
+type slidingRequest struct {
+	ConnID            string                  `json:"conn_id"`
+	Lists             map[string]slidingList  `json:"lists"`
+	RoomSubscriptions map[string]roomParams   `json:"room_subscriptions"`
+	Extensions        slidingExtensionsConfig `json:"extensions"`
+}
+
+// roomParams say what to send of each room.
+type roomParams struct {
+	RequiredState [][]string `json:"required_state"`
+	TimelineLimit int        `json:"timeline_limit"`
+}
+
+type slidingList struct {
+	roomParams
+	Ranges  [][]int64    `json:"ranges"`
+	Filters *listFilters `json:"filters"`
+}
+
+type listFilters struct {
+	IsDM     *bool `json:"is_dm"`
+	IsInvite *bool `json:"is_invite"`
+}
+
+type extToggle struct {
+	Enabled bool `json:"enabled"`
+}
+
+type slidingExtensionsConfig struct {
+	ToDevice struct {
+		Enabled bool   `json:"enabled"`
+		Since   string `json:"since"`
+	} `json:"to_device"`
+	E2EE        extToggle `json:"e2ee"`
+	AccountData extToggle `json:"account_data"`
+	Receipts    extToggle `json:"receipts"`
+	Typing      extToggle `json:"typing"`
+}
+
+// maxTimelineLimit caps a room's timeline_limit.
+const maxTimelineLimit = 100
+
+func unknownPos(msg string) *httputil.Error { return httputil.Errf(400, "M_UNKNOWN_POS", msg) }
+
+// validate checks the body's shape beyond what JSON decoding does.
+func (req *slidingRequest) validate() error {
+	check := func(p *roomParams) error {
+		if p.TimelineLimit < 0 {
+			return httputil.InvalidParam("timeline_limit must not be negative")
+		}
+		p.TimelineLimit = min(p.TimelineLimit, maxTimelineLimit)
+		for _, rs := range p.RequiredState {
+			if len(rs) != 2 {
+				return httputil.InvalidParam("required_state entries are [type, state_key]")
+			}
+		}
+		return nil
+	}
+	for name, l := range req.Lists {
+		for _, r := range l.Ranges {
+			if len(r) != 2 || r[0] < 0 || r[1] < r[0] {
+				return httputil.InvalidParam("list " + name + ": ranges are [start, end] with 0 <= start <= end")
+			}
+		}
+		if err := check(&l.roomParams); err != nil {
+			return err
+		}
+		req.Lists[name] = l
+	}
+	for id, p := range req.RoomSubscriptions {
+		if err := check(&p); err != nil {
+			return err
+		}
+		req.RoomSubscriptions[id] = p
+	}
+	return nil
+}
+
+// HandleSlidingSync serves POST
+// /_matrix/client/unstable/org.matrix.simplified_msc3575/sync.
+func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
+	dev := httputil.DeviceFrom(r.Context())
+	if dev == nil {
+		httputil.WriteError(w, r, httputil.MissingToken("missing access token"))
+		return
+	}
+	q := r.URL.Query()
+	var since *Token
+	if v := q.Get("pos"); v != "" {
+		t, err := ParseToken(v)
+		if err != nil {
+			httputil.WriteError(w, r, unknownPos("unknown pos"))
+			return
+		}
+		since = &t
+	}
+	var timeout time.Duration
+	if v := q.Get("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			httputil.WriteError(w, r, httputil.InvalidParam("timeout must be a non-negative integer"))
+			return
+		}
+		timeout = min(time.Duration(min(ms, 1<<40))*time.Millisecond, s.cfg.MaxTimeout)
+	}
+	var req slidingRequest
+	if err := httputil.ReadJSON(r, &req); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if err := req.validate(); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	var tdSince int64
+	if req.Extensions.ToDevice.Enabled && req.Extensions.ToDevice.Since != "" {
+		var err error
+		if tdSince, err = parsePos(req.Extensions.ToDevice.Since); err != nil {
+			httputil.WriteError(w, r, httputil.InvalidParam("malformed to_device since"))
+			return
+		}
+	}
+	ctx := r.Context()
+	var deadline <-chan time.Time
+	if timeout > 0 && since != nil {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	acked := false
+	for {
+		res, keys, seen, err := s.slidingOnce(ctx, dev, &req, since, tdSince)
+		if err != nil {
+			if ctx.Err() == nil {
+				httputil.WriteError(w, r, err)
+			}
+			return
+		}
+		if !acked && req.Extensions.ToDevice.Enabled {
+			// The to-device since is valid (the read accepted it): what it
+			// acknowledges can go. It writes, so it runs outside the read.
+			acked = true
+			s.ackToDevice(ctx, dev.UserID, dev.DeviceID, tdSince)
+		}
+		if since == nil || !res.empty() || deadline == nil {
+			httputil.WriteJSON(w, http.StatusOK, res)
+			return
+		}
+		wt := s.notify.wait(keys, seen)
+		select {
+		case <-wt.ch:
+			s.notify.done(wt)
+		case <-deadline:
+			s.notify.done(wt)
+			httputil.WriteJSON(w, http.StatusOK, res)
+			return
+		case <-ctx.Done():
+			s.notify.done(wt)
+			return
+		}
+	}
+}
+
+// slidingOnce computes one answer from one snapshot, with the notifier
+// keys and positions a long-poll waits on.
+func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *slidingRequest, sincePtr *Token, tdSince int64) (*slidingResponse, []string, Token, error) {
+	user := dev.UserID
+	rd, err := s.newReader(ctx, user, dev.DeviceID)
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	defer rd.close()
+	var since Token
+	if sincePtr != nil {
+		since = *sincePtr
+	}
+	to := since
+	to.Room = rd.readPos
+	pos, err := rd.snap.Positions(user)
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
+	rd.accountDataPos = pos.AccountData
+	to.Typing, to.Presence = s.typing.current(), s.presence.current()
+	if since.Room > to.Room || since.AccountData > to.AccountData || since.Receipt > to.Receipt ||
+		since.ToDevice > to.ToDevice || since.DeviceList > to.DeviceList || tdSince > to.ToDevice {
+		return nil, nil, Token{}, unknownPos("pos is not one this server gave out")
+	}
+	if since.Typing > to.Typing { // in-memory streams restart with the process
+		since.Typing = 0
+	}
+
+	all, err := rd.snap.UserRooms(user)
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	ignored, err := rd.ignoredUsers()
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	var rooms []storage.UserRoom
+	var joined []string
+	for _, ur := range all {
+		switch ur.Membership {
+		case "join":
+			joined = append(joined, ur.RoomID)
+			rooms = append(rooms, ur)
+		case "invite":
+			rooms = append(rooms, ur)
+		}
+	}
+	// Most recent activity first; the room ID breaks ties so windows are
+	// stable between requests.
+	slices.SortFunc(rooms, func(a, b storage.UserRoom) int {
+		if a.LatestPos != b.LatestPos {
+			if a.LatestPos > b.LatestPos {
+				return -1
+			}
+			return 1
+		}
+		if a.RoomID < b.RoomID {
+			return -1
+		}
+		if a.RoomID > b.RoomID {
+			return 1
+		}
+		return 0
+	})
+
+	res := newSlidingResponse()
+	wanted := map[string]*roomParams{}
+	var order []string
+	want := func(id string, p roomParams) {
+		w := wanted[id]
+		if w == nil {
+			w = &roomParams{}
+			wanted[id] = w
+			order = append(order, id)
+		}
+		w.TimelineLimit = max(w.TimelineLimit, p.TimelineLimit)
+		w.RequiredState = append(w.RequiredState, p.RequiredState...)
+	}
+	var dms map[string]bool
+	for name, l := range req.Lists {
+		if l.Filters != nil && l.Filters.IsDM != nil && dms == nil {
+			if dms, err = rd.directRooms(); err != nil {
+				return nil, nil, Token{}, err
+			}
+		}
+		var listed []storage.UserRoom
+		for _, ur := range rooms {
+			if l.Filters != nil {
+				if l.Filters.IsInvite != nil && *l.Filters.IsInvite != (ur.Membership == "invite") {
+					continue
+				}
+				if l.Filters.IsDM != nil && *l.Filters.IsDM != dms[ur.RoomID] {
+					continue
+				}
+			}
+			listed = append(listed, ur)
+		}
+		res.Lists[name] = slidingListResult{Count: len(listed)}
+		for _, rg := range l.Ranges {
+			for i := rg[0]; i <= rg[1] && i < int64(len(listed)); i++ {
+				want(listed[i].RoomID, l.roomParams)
+			}
+		}
+	}
+	byID := make(map[string]storage.UserRoom, len(rooms))
+	for _, ur := range rooms {
+		byID[ur.RoomID] = ur
+	}
+	subs := make([]string, 0, len(req.RoomSubscriptions))
+	for id := range req.RoomSubscriptions {
+		subs = append(subs, id)
+	}
+	slices.Sort(subs)
+	for _, id := range subs {
+		if _, ok := byID[id]; ok { // rooms the user is not in are not shown
+			want(id, req.RoomSubscriptions[id])
+		}
+	}
+	for _, id := range order {
+		ur := byID[id]
+		if sincePtr != nil && ur.LatestPos <= since.Room && ur.Pos <= since.Room {
+			continue // nothing new in this room
+		}
+		if ur.Membership == "invite" && ignored[rd.inviter(ur)] {
+			continue
+		}
+		sr, err := rd.slidingRoom(ur, wanted[id], sincePtr, since.Room)
+		if err != nil {
+			return nil, nil, Token{}, err
+		}
+		if sr != nil {
+			res.Rooms[id] = sr
+		}
+	}
+	if err := rd.slidingExtensions(res, req, dev, sincePtr, since, &to, tdSince, joined, all); err != nil {
+		return nil, nil, Token{}, err
+	}
+	res.Pos = to.String()
+	keys := make([]string, 0, len(joined)+2)
+	keys = append(keys, userKey(user), deviceKey(user, dev.DeviceID))
+	for _, id := range joined {
+		keys = append(keys, roomKey(id))
+	}
+	return res, keys, to, nil
+}
+
+// directRooms is the set of rooms the user's m.direct account data names.
+func (rd *reader) directRooms() (map[string]bool, error) {
+	b, err := rd.snap.GlobalAccountData(rd.user, "m.direct")
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	out := map[string]bool{}
+	var m map[string][]string
+	if len(b) > 0 && json.Unmarshal(b, &m) == nil {
+		for _, ids := range m {
+			for _, id := range ids {
+				out[id] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// inviter is the sender of an invite ("" if it cannot be read).
+func (rd *reader) inviter(ur storage.UserRoom) string {
+	evs, err := rd.events(roomInfo{ur.RoomNID, ur.RoomID, ur.Version}, []int64{ur.EventNID})
+	if err != nil || len(evs) == 0 {
+		return ""
+	}
+	return evs[0].Sender
+}
