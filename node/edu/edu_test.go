@@ -6,143 +6,35 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
-	"hearth/node"
-	"hearth/node/storage"
-	"hearth/p2p/identity"
+	"hearth/node/internal/testnet/testnode"
 )
 
-// network is whole nodes in one process: each serves its client and
-// federation APIs with httptest on 127.0.0.1 and reaches the others by
-// server name through a RoundTripper, as it would over libp2p.
-type network struct {
-	t    testing.TB
-	mu   sync.Mutex
-	feds map[string]*url.URL
-}
+// network is whole nodes in one process (see testnode).
+type network struct{ *testnode.Network }
 
-type hnode struct {
-	name   string
-	node   *node.Node
-	client *httptest.Server
-}
+type hnode struct{ *testnode.Server }
 
-const peerHeader = "X-Test-Peer"
+func newNetwork(t testing.TB) network { return network{testnode.New(t)} }
 
-func newNetwork(t testing.TB) *network { return &network{t: t, feds: map[string]*url.URL{}} }
-
-func (n *network) add() *hnode {
-	t := n.t
-	id, err := identity.LoadOrCreate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd, err := node.New(node.Config{
-		ServerName: id.ServerName, KeyID: identity.KeyID, PrivateKey: id.Private, KeyOf: identity.PublicKeyOf,
-		DB:               storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")},
-		OpenRegistration: true,
-		Transport:        &netTransport{n: n, owner: id.ServerName},
-		RemotePeer: func(r *http.Request) (string, bool) {
-			p := r.Header.Get(peerHeader)
-			return p, p != ""
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &hnode{name: id.ServerName, node: nd, client: httptest.NewServer(nd.Handler())}
-	fed := httptest.NewServer(nd.FederationHandler())
-	u, _ := url.Parse(fed.URL)
-	n.mu.Lock()
-	n.feds[h.name] = u
-	n.mu.Unlock()
-	t.Cleanup(func() {
-		h.client.Close()
-		fed.Close()
-		nd.Close()
-	})
-	return h
-}
-
-type netTransport struct {
-	n     *network
-	owner string
-	inner http.Transport
-}
-
-func (t *netTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.n.mu.Lock()
-	u, ok := t.n.feds[req.URL.Host]
-	t.n.mu.Unlock()
-	if !ok {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, fmt.Errorf("test network: %s is unreachable", req.URL.Host)
-	}
-	r := req.Clone(req.Context())
-	r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
-	r.Header.Set(peerHeader, t.owner)
-	return t.inner.RoundTrip(r)
-}
+func (n network) add() *hnode { return &hnode{n.Add()} }
 
 // user is a logged-in client of one node, with its sync position.
 type user struct {
-	t      testing.TB
-	id     string
-	device string
-	base   string
-	token  string
-	since  string
+	*testnode.Client
+	since string
 }
 
 func (h *hnode) register(t testing.TB, name string) *user {
-	u := &user{t: t, base: h.client.URL}
-	var res struct {
-		UserID      string `json:"user_id"`
-		AccessToken string `json:"access_token"`
-		DeviceID    string `json:"device_id"`
-	}
-	u.do("POST", "/register", map[string]any{"username": name, "auth": map[string]string{"type": "m.login.dummy"}}, &res)
-	u.id, u.token, u.device = res.UserID, res.AccessToken, res.DeviceID
+	u := &user{Client: h.Register(t, name, "")}
 	u.since = u.sync("").NextBatch
 	return u
-}
-
-func (u *user) do(method, path string, body, out any) {
-	u.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, u.base+"/_matrix/client/v3"+path, rd)
-	if u.token != "" {
-		req.Header.Set("Authorization", "Bearer "+u.token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 {
-		u.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			u.t.Fatalf("%s %s: %v", method, path, err)
-		}
-	}
 }
 
 type event struct {
@@ -176,7 +68,7 @@ type syncRes struct {
 }
 
 func (u *user) sync(since string, extra ...string) syncRes {
-	u.t.Helper()
+	u.T.Helper()
 	q := url.Values{"set_presence": {"offline"}}
 	if since != "" {
 		q.Set("since", since)
@@ -185,14 +77,14 @@ func (u *user) sync(since string, extra ...string) syncRes {
 		q.Set(extra[i], extra[i+1])
 	}
 	var res syncRes
-	u.do("GET", "/sync?"+q.Encode(), nil, &res)
+	u.Do("GET", "/sync?"+q.Encode(), nil, &res)
 	return res
 }
 
 // await long-polls until ok accepts an answer (bounded), moving the
 // user's position past everything read.
 func (u *user) await(what string, ok func(syncRes) bool) syncRes {
-	u.t.Helper()
+	u.T.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		res := u.sync(u.since, "timeout", "2000")
@@ -201,8 +93,20 @@ func (u *user) await(what string, ok func(syncRes) bool) syncRes {
 			return res
 		}
 	}
-	u.t.Fatalf("%s never saw %s", u.id, what)
+	u.T.Fatalf("%s never saw %s", u.ID, what)
 	return syncRes{}
+}
+
+// sharedRoom: creator makes a public room on its server home, and joiner
+// joins it through home.
+func sharedRoom(creator *user, home *hnode, joiner *user) string {
+	creator.T.Helper()
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	creator.Do("POST", "/createRoom", map[string]any{"preset": "public_chat"}, &created)
+	joiner.Do("POST", "/join/"+url.PathEscape(created.RoomID)+"?server_name="+url.QueryEscape(home.Name), map[string]any{}, nil)
+	return created.RoomID
 }
 
 func typingIn(res syncRes, room string) []string {
@@ -239,18 +143,10 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 	net := newNetwork(t)
 	a, b := net.add(), net.add()
 	alice, bob := a.register(t, "alice"), b.register(t, "bob")
-	room := ""
-	{
-		var res struct {
-			RoomID string `json:"room_id"`
-		}
-		alice.do("POST", "/createRoom", map[string]any{"preset": "public_chat"}, &res)
-		room = res.RoomID
-	}
-	bob.do("POST", "/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.name), map[string]any{}, nil)
+	room := sharedRoom(alice, a, bob)
 	alice.await("bob's join", func(r syncRes) bool {
 		for _, e := range r.Rooms.Join[room].Timeline.Events {
-			if e.Type == "m.room.member" && e.Sender == bob.id {
+			if e.Type == "m.room.member" && e.Sender == bob.ID {
 				return true
 			}
 		}
@@ -266,14 +162,14 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 		saw    func(syncRes) bool
 	}{
 		{"alice types", func() {
-			alice.do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(alice.id), map[string]any{"typing": true, "timeout": 30000}, nil)
-		}, bob, func(r syncRes) bool { return slices.Contains(typingIn(r, room), alice.id) }},
+			alice.Do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(alice.ID), map[string]any{"typing": true, "timeout": 30000}, nil)
+		}, bob, func(r syncRes) bool { return slices.Contains(typingIn(r, room), alice.ID) }},
 		{"alice stops typing", func() {
-			alice.do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(alice.id), map[string]any{"typing": false}, nil)
-		}, bob, func(r syncRes) bool { t := typingIn(r, room); return t != nil && !slices.Contains(t, alice.id) }},
+			alice.Do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(alice.ID), map[string]any{"typing": false}, nil)
+		}, bob, func(r syncRes) bool { t := typingIn(r, room); return t != nil && !slices.Contains(t, alice.ID) }},
 		{"bob types", func() {
-			bob.do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(bob.id), map[string]any{"typing": true, "timeout": 30000}, nil)
-		}, alice, func(r syncRes) bool { return slices.Contains(typingIn(r, room), bob.id) }},
+			bob.Do("PUT", "/rooms/"+esc(room)+"/typing/"+esc(bob.ID), map[string]any{"typing": true, "timeout": 30000}, nil)
+		}, alice, func(r syncRes) bool { return slices.Contains(typingIn(r, room), bob.ID) }},
 	}
 	for _, st := range steps {
 		st.action()
@@ -284,7 +180,7 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 	var sent struct {
 		EventID string `json:"event_id"`
 	}
-	alice.do("PUT", "/rooms/"+esc(room)+"/send/m.room.message/r1", map[string]string{"msgtype": "m.text", "body": "read me"}, &sent)
+	alice.Do("PUT", "/rooms/"+esc(room)+"/send/m.room.message/r1", map[string]string{"msgtype": "m.text", "body": "read me"}, &sent)
 	bob.await("alice's message", func(r syncRes) bool {
 		for _, e := range r.Rooms.Join[room].Timeline.Events {
 			if e.EventID == sent.EventID {
@@ -293,17 +189,17 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 		}
 		return false
 	})
-	bob.do("POST", "/rooms/"+esc(room)+"/receipt/m.read.private/"+esc(sent.EventID), map[string]any{}, nil)
-	bob.do("POST", "/rooms/"+esc(room)+"/receipt/m.read/"+esc(sent.EventID), map[string]any{}, nil)
-	res := alice.await("bob's receipt", func(r syncRes) bool { return receiptIn(r, room, sent.EventID, "m.read", bob.id) })
-	if receiptIn(res, room, sent.EventID, "m.read.private", bob.id) {
+	bob.Do("POST", "/rooms/"+esc(room)+"/receipt/m.read.private/"+esc(sent.EventID), map[string]any{}, nil)
+	bob.Do("POST", "/rooms/"+esc(room)+"/receipt/m.read/"+esc(sent.EventID), map[string]any{}, nil)
+	res := alice.await("bob's receipt", func(r syncRes) bool { return receiptIn(r, room, sent.EventID, "m.read", bob.ID) })
+	if receiptIn(res, room, sent.EventID, "m.read.private", bob.ID) {
 		t.Error("bob's private receipt reached alice's server")
 	}
-	alice.do("POST", "/rooms/"+esc(room)+"/receipt/m.read/"+esc(sent.EventID), map[string]any{"thread_id": "main"}, nil)
-	bob.await("alice's threaded receipt", func(r syncRes) bool { return receiptIn(r, room, sent.EventID, "m.read", alice.id) })
+	alice.Do("POST", "/rooms/"+esc(room)+"/receipt/m.read/"+esc(sent.EventID), map[string]any{"thread_id": "main"}, nil)
+	bob.await("alice's threaded receipt", func(r syncRes) bool { return receiptIn(r, room, sent.EventID, "m.read", alice.ID) })
 
 	// Presence: alice's status reaches bob, and bob's GET reads it.
-	alice.do("PUT", "/presence/"+esc(alice.id)+"/status", map[string]string{"presence": "online", "status_msg": "on a/b"}, nil)
+	alice.Do("PUT", "/presence/"+esc(alice.ID)+"/status", map[string]string{"presence": "online", "status_msg": "on a/b"}, nil)
 	bob.await("alice's presence", func(r syncRes) bool {
 		for _, e := range r.Presence.Events {
 			var c struct {
@@ -311,7 +207,7 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 				StatusMsg string `json:"status_msg"`
 			}
 			json.Unmarshal(e.Content, &c)
-			if e.Sender == alice.id && c.Presence == "online" && c.StatusMsg == "on a/b" {
+			if e.Sender == alice.ID && c.Presence == "online" && c.StatusMsg == "on a/b" {
 				return true
 			}
 		}
@@ -320,37 +216,37 @@ func TestEDUsFlowBetweenServers(t *testing.T) {
 	var p struct {
 		Presence string `json:"presence"`
 	}
-	bob.do("GET", "/presence/"+esc(alice.id)+"/status", nil, &p)
+	bob.Do("GET", "/presence/"+esc(alice.ID)+"/status", nil, &p)
 	if p.Presence != "online" {
 		t.Errorf("bob's GET of alice's presence: %q", p.Presence)
 	}
 
 	// To-device: to one device of a remote user, then to all of them.
-	for i, dev := range []string{bob.device, "*"} {
-		body := map[string]any{"messages": map[string]any{bob.id: map[string]any{dev: map[string]any{"n": i}}}}
-		alice.do("PUT", fmt.Sprintf("/sendToDevice/m.test/td%d", i), body, nil)
-		alice.do("PUT", fmt.Sprintf("/sendToDevice/m.test/td%d", i), body, nil) // a retry: not sent twice
+	for i, dev := range []string{bob.Device, "*"} {
+		body := map[string]any{"messages": map[string]any{bob.ID: map[string]any{dev: map[string]any{"n": i}}}}
+		alice.Do("PUT", fmt.Sprintf("/sendToDevice/m.test/td%d", i), body, nil)
+		alice.Do("PUT", fmt.Sprintf("/sendToDevice/m.test/td%d", i), body, nil) // a retry: not sent twice
 		got := bob.await("a to-device message", func(r syncRes) bool { return len(r.ToDevice.Events) > 0 })
-		if len(got.ToDevice.Events) != 1 || got.ToDevice.Events[0].Sender != alice.id || got.ToDevice.Events[0].Type != "m.test" {
+		if len(got.ToDevice.Events) != 1 || got.ToDevice.Events[0].Sender != alice.ID || got.ToDevice.Events[0].Type != "m.test" {
 			t.Errorf("to-device %d: %+v", i, got.ToDevice.Events)
 		}
 	}
 	// The other way, and without a retry showing up again later.
-	body := map[string]any{"messages": map[string]any{alice.id: map[string]any{alice.device: map[string]any{"n": "b"}}}}
-	bob.do("PUT", "/sendToDevice/m.test/back", body, nil)
-	alice.await("bob's to-device message", func(r syncRes) bool { return len(r.ToDevice.Events) == 1 && r.ToDevice.Events[0].Sender == bob.id })
-	bob.do("PUT", "/sendToDevice/m.test/back", body, nil)
+	body := map[string]any{"messages": map[string]any{alice.ID: map[string]any{alice.Device: map[string]any{"n": "b"}}}}
+	bob.Do("PUT", "/sendToDevice/m.test/back", body, nil)
+	alice.await("bob's to-device message", func(r syncRes) bool { return len(r.ToDevice.Events) == 1 && r.ToDevice.Events[0].Sender == bob.ID })
+	bob.Do("PUT", "/sendToDevice/m.test/back", body, nil)
 
 	// Device lists: bob's new keys make alice re-read them.
-	keys := map[string]any{"device_keys": map[string]any{"user_id": bob.id, "device_id": bob.device,
-		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2"}, "keys": map[string]string{"ed25519:" + bob.device: "k"}, "signatures": map[string]any{}}}
-	bob.do("POST", "/keys/upload", keys, nil)
-	alice.await("bob's device change", func(r syncRes) bool { return slices.Contains(r.DeviceLists.Changed, bob.id) })
+	keys := map[string]any{"device_keys": map[string]any{"user_id": bob.ID, "device_id": bob.Device,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2"}, "keys": map[string]string{"ed25519:" + bob.Device: "k"}, "signatures": map[string]any{}}}
+	bob.Do("POST", "/keys/upload", keys, nil)
+	alice.await("bob's device change", func(r syncRes) bool { return slices.Contains(r.DeviceLists.Changed, bob.ID) })
 	var changes struct {
 		Changed []string `json:"changed"`
 	}
-	bob.do("GET", "/keys/changes?from="+url.QueryEscape(bob.since)+"&to="+url.QueryEscape(bob.sync(bob.since).NextBatch), nil, &changes)
-	if !slices.Contains(changes.Changed, bob.id) {
+	bob.Do("GET", "/keys/changes?from="+url.QueryEscape(bob.since)+"&to="+url.QueryEscape(bob.sync(bob.since).NextBatch), nil, &changes)
+	if !slices.Contains(changes.Changed, bob.ID) {
 		t.Errorf("bob's /keys/changes: %v", changes.Changed)
 	}
 
@@ -366,32 +262,27 @@ func TestForgedEDUsDropped(t *testing.T) {
 	net := newNetwork(t)
 	a, b := net.add(), net.add()
 	alice, bob := a.register(t, "alice"), b.register(t, "bob")
-	var created struct {
-		RoomID string `json:"room_id"`
-	}
-	alice.do("POST", "/createRoom", map[string]any{"preset": "public_chat"}, &created)
-	room := created.RoomID
-	bob.do("POST", "/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.name), map[string]any{}, nil)
+	room := sharedRoom(alice, a, bob)
 	bob.since = bob.sync("").NextBatch
-	outsider := "@eve:" + a.name // of A, but not in the room
+	outsider := "@eve:" + a.Name // of A, but not in the room
 	const elsewhere = "c.invalid"
 	raw := func(v any) []byte { b, _ := json.Marshal(v); return b }
 	forged := []struct {
 		origin, typ string
 		content     any
 	}{
-		{elsewhere, "m.typing", map[string]any{"room_id": room, "user_id": alice.id, "typing": true}},
-		{a.name, "m.typing", map[string]any{"room_id": room, "user_id": outsider, "typing": true}},
-		{elsewhere, "m.receipt", map[string]any{room: map[string]any{"m.read": map[string]any{alice.id: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}},
-		{a.name, "m.receipt", map[string]any{room: map[string]any{"m.read.private": map[string]any{alice.id: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}},
-		{elsewhere, "m.presence", map[string]any{"push": []any{map[string]any{"user_id": alice.id, "presence": "online", "last_active_ago": 1}}}},
-		{elsewhere, "m.direct_to_device", map[string]any{"sender": alice.id, "type": "m.test", "message_id": "f1",
-			"messages": map[string]any{bob.id: map[string]any{"*": map[string]any{}}}}},
-		{elsewhere, "m.device_list_update", map[string]any{"user_id": alice.id, "device_id": "X", "stream_id": 1}},
-		{a.name, "m.typing", []int{1, 2}}, // not even an object
+		{elsewhere, "m.typing", map[string]any{"room_id": room, "user_id": alice.ID, "typing": true}},
+		{a.Name, "m.typing", map[string]any{"room_id": room, "user_id": outsider, "typing": true}},
+		{elsewhere, "m.receipt", map[string]any{room: map[string]any{"m.read": map[string]any{alice.ID: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}},
+		{a.Name, "m.receipt", map[string]any{room: map[string]any{"m.read.private": map[string]any{alice.ID: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}},
+		{elsewhere, "m.presence", map[string]any{"push": []any{map[string]any{"user_id": alice.ID, "presence": "online", "last_active_ago": 1}}}},
+		{elsewhere, "m.direct_to_device", map[string]any{"sender": alice.ID, "type": "m.test", "message_id": "f1",
+			"messages": map[string]any{bob.ID: map[string]any{"*": map[string]any{}}}}},
+		{elsewhere, "m.device_list_update", map[string]any{"user_id": alice.ID, "device_id": "X", "stream_id": 1}},
+		{a.Name, "m.typing", []int{1, 2}}, // not even an object
 	}
 	for _, f := range forged {
-		b.node.EDU.OnEDU(f.origin, gomatrixserverlib.EDU{Type: f.typ, Origin: f.origin, Content: raw(f.content)})
+		b.Node.EDU.OnEDU(f.origin, gomatrixserverlib.EDU{Type: f.typ, Origin: f.origin, Content: raw(f.content)})
 	}
 	r := bob.sync(bob.since)
 	if jr, ok := r.Rooms.Join[room]; ok && len(jr.Ephemeral.Events) > 0 {
@@ -418,12 +309,12 @@ func TestBadEphemeralInput(t *testing.T) {
 	}{
 		{"to-device: no messages", "PUT", "/sendToDevice/m.test/b1", map[string]any{}, 400, "M_MISSING_PARAM"},
 		{"to-device: bad user ID", "PUT", "/sendToDevice/m.test/b2", map[string]any{"messages": map[string]any{"alice": map[string]any{"D": map[string]any{}}}}, 400, "M_INVALID_PARAM"},
-		{"to-device: content not an object", "PUT", "/sendToDevice/m.test/b3", map[string]any{"messages": map[string]any{alice.id: map[string]any{"D": "x"}}}, 400, "M_BAD_JSON"},
+		{"to-device: content not an object", "PUT", "/sendToDevice/m.test/b3", map[string]any{"messages": map[string]any{alice.ID: map[string]any{"D": "x"}}}, 400, "M_BAD_JSON"},
 		{"to-device: messages not a map", "PUT", "/sendToDevice/m.test/b4", map[string]any{"messages": []int{1}}, 400, "M_BAD_JSON"},
 		{"key changes: malformed from", "GET", "/keys/changes?from=nope&to=" + url.QueryEscape(tok), nil, 400, "M_INVALID_PARAM"},
 		{"key changes: malformed to", "GET", "/keys/changes?from=" + url.QueryEscape(tok) + "&to=s-3", nil, 400, "M_INVALID_PARAM"},
 		{"key changes: no to", "GET", "/keys/changes?from=" + url.QueryEscape(tok), nil, 400, "M_MISSING_PARAM"},
-		{"presence: unknown state", "PUT", "/presence/" + esc(alice.id) + "/status", map[string]any{"presence": "busy"}, 400, "M_INVALID_PARAM"},
+		{"presence: unknown state", "PUT", "/presence/" + esc(alice.ID) + "/status", map[string]any{"presence": "busy"}, 400, "M_INVALID_PARAM"},
 		{"sync: malformed since", "GET", "/sync?since=s1_x", nil, 400, "M_INVALID_PARAM"},
 	}
 	for _, c := range cases {
@@ -432,8 +323,8 @@ func TestBadEphemeralInput(t *testing.T) {
 			b, _ := json.Marshal(c.body)
 			rd = bytes.NewReader(b)
 		}
-		req, _ := http.NewRequest(c.method, alice.base+"/_matrix/client/v3"+c.path, rd)
-		req.Header.Set("Authorization", "Bearer "+alice.token)
+		req, _ := http.NewRequest(c.method, alice.Base+"/_matrix/client/v3"+c.path, rd)
+		req.Header.Set("Authorization", "Bearer "+alice.Token)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -458,24 +349,19 @@ func BenchmarkTypingAcrossServers(b *testing.B) {
 	net := newNetwork(b)
 	na, nb := net.add(), net.add()
 	alice, bob := na.register(b, "alice"), nb.register(b, "bob")
-	var created struct {
-		RoomID string `json:"room_id"`
-	}
-	alice.do("POST", "/createRoom", map[string]any{"preset": "public_chat"}, &created)
-	room := created.RoomID
-	bob.do("POST", "/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(na.name), map[string]any{}, nil)
+	room := sharedRoom(alice, na, bob)
 	alice.await("bob's join", func(r syncRes) bool { return len(r.Rooms.Join[room].Timeline.Events) > 0 })
 	bob.since = bob.sync("").NextBatch
-	path := "/rooms/" + url.PathEscape(room) + "/typing/" + url.PathEscape(alice.id)
+	path := "/rooms/" + url.PathEscape(room) + "/typing/" + url.PathEscape(alice.ID)
 	var lat []time.Duration
 	typing := false
 	b.ResetTimer()
 	for b.Loop() {
 		typing = !typing
 		t0 := time.Now()
-		alice.do("PUT", path, map[string]any{"typing": typing, "timeout": 30000}, nil)
+		alice.Do("PUT", path, map[string]any{"typing": typing, "timeout": 30000}, nil)
 		bob.await("alice's typing", func(r syncRes) bool {
-			return typingIn(r, room) != nil && slices.Contains(typingIn(r, room), alice.id) == typing
+			return typingIn(r, room) != nil && slices.Contains(typingIn(r, room), alice.ID) == typing
 		})
 		lat = append(lat, time.Since(t0))
 	}

@@ -174,10 +174,7 @@ func TestGapsAreFilledFromTheSender(t *testing.T) {
 	// B is unreachable while A sends; then A's queue for B loses all but
 	// the newest event (as a full queue would): B must fetch the rest.
 	gap := func(count int) []string {
-		n.mu.Lock()
-		u := n.urls["b.test"]
-		delete(n.urls, "b.test")
-		n.mu.Unlock()
+		n.SetDown("b.test", true)
 		var ids []string
 		for i := range count {
 			ids = append(ids, a.send(room, msg(alice, fmt.Sprintf("gap %d", i)))...)
@@ -185,9 +182,7 @@ func TestGapsAreFilledFromTheSender(t *testing.T) {
 		if _, err := a.db.TrimPDUQueue(ctx, "b.test", 1); err != nil {
 			t.Fatal(err)
 		}
-		n.mu.Lock()
-		n.urls["b.test"] = u
-		n.mu.Unlock()
+		n.SetDown("b.test", false)
 		a.fed.PeerOnline("b.test")
 		return ids
 	}

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -20,64 +17,16 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"hearth/node/federation"
+	"hearth/node/internal/testnet"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
 )
 
-// testNet is a set of in-process servers reachable by name: each one's
-// federation handler is served by httptest on 127.0.0.1, and a
-// RoundTripper maps matrix://<name>/... to it. The connection is
-// "authenticated" as the sender's name with a header, which the
-// receiving server's RemotePeer reads (as libp2p would give it).
-type testNet struct {
-	mu   sync.Mutex
-	urls map[string]*url.URL
-	keys map[string]ed25519.PublicKey
-}
+// testNet is a set of in-process servers reachable by name (see
+// testnet), with the client below for speaking as any of them.
+type testNet struct{ *testnet.Net }
 
-const peerHeader = "X-Test-Peer"
-
-func newNet() *testNet {
-	return &testNet{urls: map[string]*url.URL{}, keys: map[string]ed25519.PublicKey{}}
-}
-
-func (n *testNet) verifier() gomatrixserverlib.JSONVerifier {
-	return roomserver.NameVerifier{KeyID: "ed25519:p2p", KeyOf: func(name string) (ed25519.PublicKey, error) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if k, ok := n.keys[name]; ok {
-			return k, nil
-		}
-		return nil, fmt.Errorf("unknown server %s", name)
-	}}
-}
-
-// transport is how owner reaches the others.
-func (n *testNet) transport(owner string) http.RoundTripper {
-	return &netTransport{net: n, owner: owner, inner: &http.Transport{MaxIdleConnsPerHost: 16}}
-}
-
-type netTransport struct {
-	net   *testNet
-	owner string
-	inner *http.Transport
-}
-
-func (t *netTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.net.mu.Lock()
-	u, ok := t.net.urls[req.URL.Host]
-	t.net.mu.Unlock()
-	if !ok || req.URL.Scheme != "matrix" {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, fmt.Errorf("test net: %s is unreachable", req.URL.Host)
-	}
-	r := req.Clone(req.Context())
-	r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
-	r.Header.Set(peerHeader, t.owner)
-	return t.inner.RoundTrip(r)
-}
+func newNet() *testNet { return &testNet{testnet.New()} }
 
 // node is one server: storage, roomserver and federation, restartable on
 // the same database file.
@@ -91,7 +40,7 @@ type node struct {
 	db  *storage.DB
 	rs  *roomserver.Roomserver
 	fed *federation.Federation
-	srv *httptest.Server
+	srv *testnet.Server
 	cur atomic.Pointer[federation.Federation]
 
 	mu     sync.Mutex
@@ -108,9 +57,7 @@ var fastBackoff = func(c *federation.Config) {
 func newNode(t testing.TB, n *testNet, name string) *node {
 	t.Helper()
 	pub, key, _ := ed25519.GenerateKey(nil)
-	n.mu.Lock()
-	n.keys[name] = pub
-	n.mu.Unlock()
+	n.AddKey(name, pub)
 	nd := &node{t: t, net: n, name: name, key: key, path: filepath.Join(t.TempDir(), "hearth.db"),
 		seen: map[string]int64{}, notify: make(chan struct{})}
 	nd.start()
@@ -131,8 +78,8 @@ func (nd *node) start() {
 		t.Fatal(err)
 	}
 	rs, err := roomserver.New(db, roomserver.Config{
-		ServerName: spec.ServerName(nd.name), KeyID: "ed25519:p2p", PrivateKey: nd.key,
-		Verifier: nd.net.verifier(),
+		ServerName: spec.ServerName(nd.name), KeyID: testnet.KeyID, PrivateKey: nd.key,
+		Verifier: nd.net.Verifier(),
 		OnOutput: func(outs []roomserver.Output) {
 			nd.record(outs)
 			if f := nd.cur.Load(); f != nil {
@@ -144,12 +91,9 @@ func (nd *node) start() {
 		t.Fatal(err)
 	}
 	cfg := federation.Config{
-		ServerName: spec.ServerName(nd.name), KeyID: "ed25519:p2p", PrivateKey: nd.key,
-		Transport: nd.net.transport(nd.name), Verifier: nd.net.verifier(),
-		RemotePeer: func(r *http.Request) (string, bool) {
-			p := r.Header.Get(peerHeader)
-			return p, p != ""
-		},
+		ServerName: spec.ServerName(nd.name), KeyID: testnet.KeyID, PrivateKey: nd.key,
+		Transport: nd.net.Transport(nd.name), Verifier: nd.net.Verifier(),
+		RemotePeer: testnet.RemotePeer,
 		OnEDU: func(origin string, edu gomatrixserverlib.EDU) {
 			nd.mu.Lock()
 			nd.edus = append(nd.edus, edu)
@@ -169,11 +113,7 @@ func (nd *node) start() {
 	if err := fed.Start(); err != nil {
 		t.Fatal(err)
 	}
-	nd.srv = httptest.NewServer(fed.Handler())
-	u, _ := url.Parse(nd.srv.URL)
-	nd.net.mu.Lock()
-	nd.net.urls[nd.name] = u
-	nd.net.mu.Unlock()
+	nd.srv = nd.net.Serve(nd.name, fed.Handler())
 }
 
 // stop takes the server off the network and closes everything.
@@ -181,9 +121,6 @@ func (nd *node) stop() {
 	if nd.db == nil {
 		return
 	}
-	nd.net.mu.Lock()
-	delete(nd.net.urls, nd.name)
-	nd.net.mu.Unlock()
 	nd.srv.Close()
 	nd.cur.Store(nil)
 	nd.fed.Close()
@@ -319,6 +256,6 @@ func (nd *node) stateIDs(roomID string) map[string]string {
 // connection: a hostile peer may claim to be someone else.
 func (n *testNet) client(name string, key ed25519.PrivateKey, owner string) fclient.FederationClient {
 	return fclient.NewFederationClient(
-		[]*fclient.SigningIdentity{{ServerName: spec.ServerName(name), KeyID: "ed25519:p2p", PrivateKey: key}},
-		fclient.WithTransport(n.transport(owner)), fclient.WithTimeout(30*time.Second))
+		[]*fclient.SigningIdentity{{ServerName: spec.ServerName(name), KeyID: testnet.KeyID, PrivateKey: key}},
+		fclient.WithTransport(n.Transport(owner)), fclient.WithTimeout(30*time.Second))
 }

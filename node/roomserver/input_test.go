@@ -2,7 +2,6 @@ package roomserver_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"hearth/node/internal/testnet"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
 )
@@ -75,7 +75,7 @@ func TestFederatedRoomForksAndResolves(t *testing.T) {
 
 func testForks(t *testing.T, version gomatrixserverlib.RoomVersion) {
 	ctx := context.Background()
-	keys := map[string]ed25519.PublicKey{}
+	keys := testnet.New()
 	a := newServer(t, "a.test", keys)
 	b := newServer(t, "b.test", keys)
 	alice, bob := "@alice:a.test", "@bob:b.test"
@@ -144,7 +144,7 @@ func testForks(t *testing.T, version gomatrixserverlib.RoomVersion) {
 
 func TestHostileInput(t *testing.T) {
 	ctx := context.Background()
-	keys := map[string]ed25519.PublicKey{}
+	keys := testnet.New()
 	a := newServer(t, "a.test", keys)
 	b := newServer(t, "b.test", keys)
 	evil := newServer(t, "evil.test", keys)
@@ -238,7 +238,7 @@ func replaceOnce(s, old, new string) string {
 
 func TestInputLogRedeliveredAfterCrash(t *testing.T) {
 	ctx := context.Background()
-	keys := map[string]ed25519.PublicKey{}
+	keys := testnet.New()
 	a := newServer(t, "a.test", keys)
 	b := newServer(t, "b.test", keys)
 	room := b.createRoom(gomatrixserverlib.RoomVersionV12, "@bob:b.test")

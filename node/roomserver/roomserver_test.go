@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"hearth/node/internal/testnet"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
 )
@@ -23,7 +24,7 @@ const server = "hearth.test"
 type harness struct {
 	t    testing.TB
 	name string
-	keys map[string]ed25519.PublicKey // the other servers this one knows
+	net  *testnet.Net // the servers this one knows (their keys)
 	path string
 	db   *storage.DB
 	rs   *roomserver.Roomserver
@@ -33,14 +34,14 @@ type harness struct {
 	outs []roomserver.Output
 }
 
-func newHarness(t testing.TB) *harness { return newServer(t, server, map[string]ed25519.PublicKey{}) }
+func newHarness(t testing.TB) *harness { return newServer(t, server, testnet.New()) }
 
-// newServer starts a roomserver called name that trusts the keys in keys
+// newServer starts a roomserver called name that trusts the keys on net
 // (shared by every server of a test, as names would be in Hearth).
-func newServer(t testing.TB, name string, keys map[string]ed25519.PublicKey) *harness {
+func newServer(t testing.TB, name string, net *testnet.Net) *harness {
 	pub, key, _ := ed25519.GenerateKey(nil)
-	keys[name] = pub
-	h := &harness{t: t, name: name, keys: keys, path: filepath.Join(t.TempDir(), "hearth.db"), key: key}
+	net.AddKey(name, pub)
+	h := &harness{t: t, name: name, net: net, path: filepath.Join(t.TempDir(), "hearth.db"), key: key}
 	h.open()
 	t.Cleanup(h.close)
 	return h
@@ -53,12 +54,7 @@ func (h *harness) open() {
 	}
 	rs, err := roomserver.New(db, roomserver.Config{
 		ServerName: spec.ServerName(h.name), KeyID: "ed25519:p2p", PrivateKey: h.key,
-		Verifier: roomserver.NameVerifier{KeyID: "ed25519:p2p", KeyOf: func(n string) (ed25519.PublicKey, error) {
-			if k, ok := h.keys[n]; ok {
-				return k, nil
-			}
-			return nil, fmt.Errorf("unknown server %s", n)
-		}},
+		Verifier: h.net.Verifier(),
 		OnOutput: func(o []roomserver.Output) {
 			h.mu.Lock()
 			h.outs = append(h.outs, o...)
