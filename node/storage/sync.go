@@ -63,6 +63,8 @@ const (
 	stSharing
 	stRoomJoined
 	stGlobalAccountData
+	stMemberCounts
+	stHeroes
 	numSyncStmts
 )
 
@@ -118,8 +120,10 @@ var syncQueries = [numSyncStmts]string{
 	stCurrentStateTypes: `SELECT cs.type_nid, cs.key_nid, cs.event_nid FROM current_state cs
 		WHERE cs.room_nid = ? AND cs.key_nid = ? AND cs.type_nid IN (SELECT value FROM json_each(?))`,
 	// [[type NID, key NID], ...] pairs, each a primary key seek.
+	// CROSS JOIN keeps json_each the outer loop: left to itself the planner
+	// walks the room's whole state and probes the list for each entry.
 	stCurrentStateKeys: `SELECT cs.type_nid, cs.key_nid, cs.event_nid FROM json_each(?2) j
-		JOIN current_state cs ON cs.room_nid = ?1 AND cs.type_nid = j.value->>0 AND cs.key_nid = j.value->>1`,
+		CROSS JOIN current_state cs ON cs.room_nid = ?1 AND cs.type_nid = j.value->>0 AND cs.key_nid = j.value->>1`,
 	stCurrentStateExcept: `SELECT type_nid, key_nid, event_nid FROM current_state WHERE room_nid = ? AND type_nid != ?`,
 	stEventsByNID:        `SELECT ` + syncEventCols + ` FROM events e WHERE e.event_nid IN (SELECT value FROM json_each(?))`,
 	stEventKeys:          `SELECT event_nid, type_nid, key_nid FROM events WHERE event_nid IN (SELECT value FROM json_each(?))`,
@@ -164,6 +168,13 @@ var syncQueries = [numSyncStmts]string{
 			WHERE a.user_id = ?2 AND a.room_nid = b.room_nid AND a.membership = 'join')`,
 	stRoomJoined:        `SELECT user_id FROM memberships WHERE room_nid = ? AND membership = 'join'`,
 	stGlobalAccountData: `SELECT content FROM account_data WHERE user_id = ? AND room_id = '' AND type = ?`,
+	// Both counts from the memberships_room index alone: no event is read.
+	stMemberCounts: `SELECT (SELECT COUNT(*) FROM memberships WHERE room_nid = ?1 AND membership = 'join'),
+		(SELECT COUNT(*) FROM memberships WHERE room_nid = ?1 AND membership = 'invite')`,
+	// The index is (room_nid, membership, user_id): the ORDER BY walks it
+	// and the LIMIT stops the walk, whatever the room's size.
+	stHeroes: `SELECT user_id FROM memberships WHERE room_nid = ?1 AND membership = 'join' AND user_id != ?2
+		ORDER BY user_id LIMIT ?3`,
 }
 
 // SyncStore runs sync's migrations (and the accounts', whose key tables
@@ -686,4 +697,20 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 	}
 	return append(b, '"')
+}
+
+// MemberCounts returns how many users are joined to and invited to a
+// room, from the memberships table (no state events are loaded).
+func (ss *SyncSnapshot) MemberCounts(roomNID int64) (joined, invited int, err error) {
+	err = ss.stmt(stMemberCounts).QueryRowContext(ss.ctx, roomNID).Scan(&joined, &invited)
+	if err != nil {
+		return 0, 0, fmt.Errorf("storage: member counts of room %d: %w", roomNID, err)
+	}
+	return joined, invited, nil
+}
+
+// Heroes returns up to max joined members of a room other than userID,
+// in user ID order: a stable pick whose cost does not grow with the room.
+func (ss *SyncSnapshot) Heroes(roomNID int64, userID string, max int) ([]string, error) {
+	return ss.stringList(stHeroes, roomNID, userID, max)
 }

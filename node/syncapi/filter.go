@@ -7,11 +7,11 @@ import (
 	"strings"
 )
 
-// Filter is the spec's sync filter (POST /user/{userId}/filter). Fields
-// the complete sync API will honour (event_fields, event_format,
-// ephemeral, presence, include_redundant_members,
-// unread_thread_notifications) are parsed and validated now so stored
-// filters need no migration later.
+// Filter is the spec's sync filter (POST /user/{userId}/filter). Sync
+// honours all of it but unread_thread_notifications, which is parsed and
+// validated so stored filters need no migration when it is. event_format
+// and event_fields are applied in eventshape.go, include_redundant_members
+// in lazysent.go.
 type Filter struct {
 	EventFields []string    `json:"event_fields,omitempty"`
 	EventFormat string      `json:"event_format,omitempty"`

@@ -146,7 +146,11 @@ func (rd *reader) left(res *syncResponse, req *syncRequest, rm roomInfo, ur stor
 	if prev != "join" {
 		ev := rd.event(rm, &evs[0])
 		tl := timeline{Events: []json.RawMessage{}}
-		if ev != nil {
+		if ev != nil && req.filter.federationFormat() {
+			if tl.Events, err = rd.federationEvents(rm, []*event{ev}); err != nil {
+				return err
+			}
+		} else if ev != nil {
 			tl.Events = append(tl.Events, ev.JSON)
 		}
 		res.Rooms.Leave[rm.id] = &leftRoom{State: newEventList(), Timeline: tl, AccountData: newEventList()}
@@ -231,17 +235,34 @@ func (rd *reader) timelineAndState(req *syncRequest, rm roomInfo, acc *access, s
 			return timeline{}, nil, err
 		}
 	}
-	tjson, err := rd.withTxnIDs(rm, evs)
-	if err != nil {
-		return timeline{}, nil, err
+	if req.lazyKey != "" {
+		// Without include_redundant_members a member event this device
+		// already has (under this filter) is not sent again.
+		state = rd.s.lazy.drop(req.lazyKey, rm.id, state)
+		rd.s.lazy.record(req.lazyKey, rm.id, state, evs)
 	}
-	tl := timeline{Events: rawList(tjson), Limited: more}
+	var tevs, sjson []json.RawMessage
+	if req.filter.federationFormat() {
+		if tevs, err = rd.federationEvents(rm, evs); err != nil {
+			return timeline{}, nil, err
+		}
+		if sjson, err = rd.federationEvents(rm, state); err != nil {
+			return timeline{}, nil, err
+		}
+	} else {
+		tjson, err := rd.withTxnIDs(rm, evs)
+		if err != nil {
+			return timeline{}, nil, err
+		}
+		tevs = rawList(tjson)
+		sjson = make([]json.RawMessage, len(state))
+		for i, ev := range state {
+			sjson[i] = ev.JSON
+		}
+	}
+	tl := timeline{Events: tevs, Limited: more}
 	if scanned || more {
 		tl.PrevBatch = pageToken(start - 1)
-	}
-	sjson := make([]json.RawMessage, len(state))
-	for i, ev := range state {
-		sjson[i] = ev.JSON
 	}
 	return tl, sjson, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,10 +19,10 @@ import (
 // different view of the same reads /sync does: the same snapshot reader,
 // timeline scan, visibility, invite state, unread counts and ephemeral
 // streams, picked per room by the client's lists and subscriptions. The
-// position ("pos") is a sync Token, so a pos is valid as long as a /sync
-// since token would be. The server keeps no per-connection state:
-// incremental answers carry the rooms in the requested windows that
-// changed since pos.
+// position ("pos") is a sync Token with a sequence number naming what the
+// connection (sliding_conn.go) had been sent as of it: rooms new to the
+// connection come in full, rooms it holds with what changed since it got
+// them, rooms the user left with their leave.
 
 // slidingRequest is the request body.
 type slidingRequest struct {
@@ -66,6 +67,9 @@ type slidingExtensionsConfig struct {
 // maxTimelineLimit caps a room's timeline_limit.
 const maxTimelineLimit = 100
 
+// maxConnIDLen caps conn_id.
+const maxConnIDLen = 256
+
 func unknownPos(msg string) *httputil.Error { return httputil.Errf(400, "M_UNKNOWN_POS", msg) }
 
 // validate checks the body's shape beyond what JSON decoding does.
@@ -81,6 +85,9 @@ func (req *slidingRequest) validate() error {
 			}
 		}
 		return nil
+	}
+	if len(req.ConnID) > maxConnIDLen { // connections are kept in memory
+		return httputil.InvalidParam("conn_id is too long")
 	}
 	for name, l := range req.Lists {
 		for _, r := range l.Ranges {
@@ -111,15 +118,6 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var since *Token
-	if v := q.Get("pos"); v != "" {
-		t, err := ParseToken(v)
-		if err != nil {
-			httputil.WriteError(w, r, unknownPos("unknown pos"))
-			return
-		}
-		since = &t
-	}
 	var timeout time.Duration
 	if v := q.Get("timeout"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
@@ -138,6 +136,30 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	key := connKey{dev.UserID, dev.DeviceID, req.ConnID}
+	conns := s.slidingConns()
+	var since *Token
+	var prev sentRooms
+	if v := q.Get("pos"); v != "" {
+		t, ok := splitPos(v)
+		if !ok {
+			httputil.WriteError(w, r, unknownPos("unknown pos"))
+			return
+		}
+		// A pos of a connection this server forgot (restart, eviction):
+		// the client must start the connection over.
+		if prev, ok = conns.lookup(key, v); !ok {
+			httputil.WriteError(w, r, unknownPos("unknown pos: the connection expired"))
+			return
+		}
+		since = &t
+	}
+	// reply records what the answer sends under its new pos, then sends it.
+	reply := func(res *slidingResponse) {
+		res.Pos = makePos(res.token)
+		conns.store(key, res.Pos, res.sent)
+		httputil.WriteJSON(w, http.StatusOK, res)
+	}
 	var tdSince int64
 	if req.Extensions.ToDevice.Enabled && req.Extensions.ToDevice.Since != "" {
 		var err error
@@ -155,7 +177,7 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 	}
 	acked := false
 	for {
-		res, keys, seen, err := s.slidingOnce(ctx, dev, &req, since, tdSince)
+		res, keys, seen, err := s.slidingOnce(ctx, dev, &req, since, prev, tdSince)
 		if err != nil {
 			if ctx.Err() == nil {
 				httputil.WriteError(w, r, err)
@@ -169,7 +191,7 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 			s.ackToDevice(ctx, dev.UserID, dev.DeviceID, tdSince)
 		}
 		if since == nil || !res.empty() || deadline == nil {
-			httputil.WriteJSON(w, http.StatusOK, res)
+			reply(res)
 			return
 		}
 		wt := s.notify.wait(keys, seen)
@@ -178,7 +200,7 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 			s.notify.done(wt)
 		case <-deadline:
 			s.notify.done(wt)
-			httputil.WriteJSON(w, http.StatusOK, res)
+			reply(res)
 			return
 		case <-ctx.Done():
 			s.notify.done(wt)
@@ -188,8 +210,9 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 }
 
 // slidingOnce computes one answer from one snapshot, with the notifier
-// keys and positions a long-poll waits on.
-func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *slidingRequest, sincePtr *Token, tdSince int64) (*slidingResponse, []string, Token, error) {
+// keys and positions a long-poll waits on. prev is what the connection
+// had been sent as of sincePtr.
+func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *slidingRequest, sincePtr *Token, prev sentRooms, tdSince int64) (*slidingResponse, []string, Token, error) {
 	user := dev.UserID
 	rd, err := s.newReader(ctx, user, dev.DeviceID)
 	if err != nil {
@@ -307,26 +330,39 @@ func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *sli
 			want(id, req.RoomSubscriptions[id])
 		}
 	}
+	// Rooms out of every window stay recorded: one that comes back gets
+	// what changed since it was last sent, not all of it again.
+	res.sent = maps.Clone(prev)
+	if res.sent == nil {
+		res.sent = sentRooms{}
+	}
 	for _, id := range order {
 		ur := byID[id]
-		if sincePtr != nil && ur.LatestPos <= since.Room && ur.Pos <= since.Room {
-			continue // nothing new in this room
+		rec, had := prev[id]
+		limit := wanted[id].TimelineLimit
+		if had && ur.LatestPos <= rec.pos && ur.Pos <= rec.pos {
+			res.sent[id] = sentRoom{to.Room, limit} // nothing new in this room
+			continue
 		}
 		if ur.Membership == "invite" && ignored[rd.inviter(ur)] {
 			continue
 		}
-		sr, err := rd.slidingRoom(ur, wanted[id], sincePtr, since.Room)
+		sr, err := rd.slidingRoom(ur, wanted[id], had, rec.pos)
 		if err != nil {
 			return nil, nil, Token{}, err
 		}
 		if sr != nil {
 			res.Rooms[id] = sr
+			res.sent[id] = sentRoom{to.Room, limit}
 		}
+	}
+	if err := rd.slidingLeft(res, prev, byID, all, dev); err != nil {
+		return nil, nil, Token{}, err
 	}
 	if err := rd.slidingExtensions(res, req, dev, sincePtr, since, &to, tdSince, joined, all); err != nil {
 		return nil, nil, Token{}, err
 	}
-	res.Pos = to.String()
+	res.token = to
 	keys := make([]string, 0, len(joined)+2)
 	keys = append(keys, userKey(user), deviceKey(user, dev.DeviceID))
 	for _, id := range joined {
@@ -360,4 +396,49 @@ func (rd *reader) inviter(ur storage.UserRoom) string {
 		return ""
 	}
 	return evs[0].Sender
+}
+
+// slidingLeft reports the rooms the connection holds that the user is no
+// longer joined to or invited to: a leave or ban since the room was sent
+// comes with its timeline up to the leave (so the client sees it), then
+// the room is forgotten by the connection, which never sends it again.
+// Rooms the user never saw (left before they were sent) are not shown.
+func (rd *reader) slidingLeft(res *slidingResponse, prev sentRooms, current map[string]storage.UserRoom, all []storage.UserRoom, dev *httputil.Device) error {
+	var gone []string
+	for id := range prev {
+		if _, ok := current[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	slices.Sort(gone)
+	byID := make(map[string]storage.UserRoom, len(all))
+	for _, ur := range all {
+		byID[ur.RoomID] = ur
+	}
+	for _, id := range gone {
+		delete(res.sent, id)
+		rec := prev[id]
+		ur, ok := byID[id]
+		if !ok || ur.Pos <= rec.pos || (ur.Membership != "leave" && ur.Membership != "ban") {
+			continue
+		}
+		limit := max(rec.limit, 1) // at least the leave itself
+		f := &Filter{}
+		f.Room.Timeline.Limit = &limit
+		scratch := newSyncResponse()
+		rm := roomInfo{ur.RoomNID, ur.RoomID, ur.Version}
+		if err := rd.left(scratch, &syncRequest{dev: dev, since: &Token{Room: rec.pos}, filter: f}, rm, ur, rec.pos, false); err != nil {
+			return err
+		}
+		lr := scratch.Rooms.Leave[id]
+		if lr == nil {
+			continue
+		}
+		res.Rooms[id] = &slidingRoom{Timeline: lr.Timeline.Events, Limited: lr.Timeline.Limited,
+			PrevBatch: lr.Timeline.PrevBatch, BumpStamp: ur.Pos}
+	}
+	return nil
 }

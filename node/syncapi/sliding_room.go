@@ -17,6 +17,10 @@ type slidingResponse struct {
 	// news is set when an extension carried something a long-poll must
 	// return for.
 	news bool
+	// token is the streams' positions the answer is up to, and sent what
+	// the connection holds once the client has it.
+	token Token
+	sent  sentRooms
 }
 
 type slidingListResult struct {
@@ -104,12 +108,12 @@ func (m *stateMatcher) matches(ev *event, me string, senders map[string]bool) bo
 	return false
 }
 
-// slidingRoom builds one room's entry: from scratch when initial (no pos,
-// or the user's membership changed since it), else what changed since
-// pos.
-func (rd *reader) slidingRoom(ur storage.UserRoom, p *roomParams, sincePtr *Token, since int64) (*slidingRoom, error) {
+// slidingRoom builds one room's entry: from scratch when initial (the
+// connection was never sent the room, or the user's membership changed
+// since), else what changed since since, the position it was sent up to.
+func (rd *reader) slidingRoom(ur storage.UserRoom, p *roomParams, had bool, since int64) (*slidingRoom, error) {
 	rm := roomInfo{ur.RoomNID, ur.RoomID, ur.Version}
-	initial := sincePtr == nil || ur.Pos > since
+	initial := !had || ur.Pos > since
 	sr := &slidingRoom{Initial: initial, BumpStamp: ur.LatestPos}
 	if ur.Membership == "invite" {
 		scratch := newSyncResponse()
@@ -155,60 +159,53 @@ func (rd *reader) slidingRoom(ur storage.UserRoom, p *roomParams, sincePtr *Toke
 		senders[ev.Sender] = true
 	}
 
-	// The room's current state: what required_state asks for, the name
-	// and the member counts.
-	entries, err := rd.snap.CurrentState(rm.nid)
+	// The room's current state: only the entries required_state, the
+	// name and the heroes need; the member counts come from the
+	// memberships table. A room's cost does not grow with its size
+	// unless required_state asks for all of it.
+	m := newStateMatcher(p.RequiredState)
+	entries, err := rd.slidingState(rm, m, senders)
 	if err != nil {
 		return nil, err
 	}
-	st := newStateMap(entries)
-	nids := make([]int64, 0, len(st))
-	for _, n := range st {
-		nids = append(nids, n)
-	}
-	slices.Sort(nids)
-	stateEvs, err := rd.events(rm, nids)
-	if err != nil {
-		return nil, err
-	}
-	var changed map[int64]bool // nil: send all that matches
+	var changed map[stateKey]bool // nil: send all that matches
 	if !initial {
 		keys, all, err := rd.changedKeys(rm, since, rd.readPos+1)
 		if err != nil {
 			return nil, err
 		}
 		if !all {
-			changed = map[int64]bool{}
-			for k := range keys {
-				if n, ok := st[k]; ok {
-					changed[n] = true
-				}
-			}
+			changed = keys
 		}
 	}
-	m := newStateMatcher(p.RequiredState)
-	var joinedHeroes []slidingHero
+	nids := make([]int64, 0, len(entries))
+	for _, e := range entries {
+		nids = append(nids, e.EventNID)
+	}
+	slices.Sort(nids)
+	nids = slices.Compact(nids)
+	stateEvs, err := rd.events(rm, nids)
+	if err != nil {
+		return nil, err
+	}
+	keyOf := make(map[int64]stateKey, len(entries))
+	for _, e := range entries {
+		keyOf[e.EventNID] = stateKey{e.TypeNID, e.KeyNID}
+	}
 	var name, alias string
 	for _, ev := range stateEvs {
-		if m.matches(ev, rd.user, senders) && (changed == nil || changed[ev.NID]) {
+		if m.matches(ev, rd.user, senders) && (changed == nil || changed[keyOf[ev.NID]]) {
 			sr.RequiredState = append(sr.RequiredState, ev.JSON)
 		}
 		switch {
-		case ev.Type == "m.room.member" && ev.StateKey != nil:
-			switch ev.Membership {
-			case "join":
-				sr.JoinedCount++
-				if *ev.StateKey != rd.user {
-					joinedHeroes = append(joinedHeroes, slidingHero{*ev.StateKey, contentString(ev, "displayname")})
-				}
-			case "invite":
-				sr.InvitedCount++
-			}
 		case ev.Type == "m.room.name" && ev.StateKey != nil && *ev.StateKey == "":
 			name = contentString(ev, "name")
 		case ev.Type == "m.room.canonical_alias" && ev.StateKey != nil && *ev.StateKey == "":
 			alias = contentString(ev, "alias")
 		}
+	}
+	if sr.JoinedCount, sr.InvitedCount, err = rd.snap.MemberCounts(rm.nid); err != nil {
+		return nil, err
 	}
 	switch {
 	case name != "":
@@ -216,9 +213,9 @@ func (rd *reader) slidingRoom(ur storage.UserRoom, p *roomParams, sincePtr *Toke
 	case alias != "":
 		sr.Name = alias
 	default:
-		// Heroes: up to five other members, in a stable order.
-		slices.SortFunc(joinedHeroes, func(a, b slidingHero) int { return strings.Compare(a.UserID, b.UserID) })
-		sr.Heroes = joinedHeroes[:min(5, len(joinedHeroes))]
+		if sr.Heroes, err = rd.heroes(rm); err != nil {
+			return nil, err
+		}
 		names := make([]string, len(sr.Heroes))
 		for i, h := range sr.Heroes {
 			names[i] = h.DisplayName

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -154,10 +155,12 @@ func TestSlidingSyncLists(t *testing.T) {
 		want   []string // rooms in the answer
 		check  func(t *testing.T, r slidingResp)
 	}{
+		// r2 moves into the window: the connection never had it, so it
+		// comes in full.
 		{"a changed room only", func() { h.send(r2, msg(alice, "news")) }, listBody, []string{r2},
 			func(t *testing.T, r slidingResp) {
 				rr := r.Rooms[r2]
-				if rr.Initial || len(rr.Timeline) != 1 || rr.Limited || len(rr.RequiredState) != 0 {
+				if !rr.Initial || len(rr.Timeline) != 2 || !rr.Limited || len(rr.RequiredState) != 2 {
 					t.Errorf("r2: %+v", rr)
 				}
 			}},
@@ -302,6 +305,7 @@ func TestSlidingSyncBadInput(t *testing.T) {
 		{"bad range", "", `{"lists":{"a":{"ranges":[[5,1]]}}}`, "M_INVALID_PARAM", 400},
 		{"bad required_state", "", `{"lists":{"a":{"ranges":[[0,1]],"required_state":[["x"]]}}}`, "M_INVALID_PARAM", 400},
 		{"negative timeline_limit", "", `{"room_subscriptions":{"!a:b":{"timeline_limit":-1}}}`, "M_INVALID_PARAM", 400},
+		{"conn_id too long", "", `{"conn_id":"` + strings.Repeat("x", 300) + `"}`, "M_INVALID_PARAM", 400},
 		{"bad to_device since", "", `{"extensions":{"to_device":{"enabled":true,"since":"x"}}}`, "M_INVALID_PARAM", 400},
 	}
 	for _, c := range cases {

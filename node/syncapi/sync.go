@@ -20,6 +20,10 @@ type syncRequest struct {
 	fullState   bool
 	timeout     time.Duration
 	setPresence string
+	// lazyKey is set when the filter lazy-loads members without
+	// include_redundant_members: what this device has been sent is
+	// tracked under it (see lazySent).
+	lazyKey string
 }
 
 // HandleSync serves GET /_matrix/client/v3/sync.
@@ -111,6 +115,9 @@ func (s *Syncer) parseSyncRequest(r *http.Request) (*syncRequest, error) {
 		return nil, err
 	}
 	req.filter = f
+	if sf := &f.Room.State; sf.LazyLoadMembers && !sf.IncludeRedundantMembers {
+		req.lazyKey = lazyKey(dev.UserID, dev.DeviceID, q.Get("filter"))
+	}
 	return req, nil
 }
 
@@ -217,6 +224,9 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 			return nil, nil, Token{}, err
 		}
 	}
+	if req.lazyKey != "" && (req.since == nil || req.fullState) {
+		s.lazy.reset(req.lazyKey) // the client starts with no members
+	}
 	res := newSyncResponse()
 	f := req.filter
 	var byID map[string]storage.UserRoom
@@ -243,6 +253,8 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 	if err := rd.streams(res, req, since, &to, joined, rooms, byID); err != nil {
 		return nil, nil, Token{}, err
 	}
+	res.applyLimits(f)
+	res.applyEventFields(f.EventFields)
 	res.NextBatch = to.String()
 	return res, keys, to, nil
 }

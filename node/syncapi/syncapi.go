@@ -77,6 +77,10 @@ type Syncer struct {
 
 	filterMu sync.Mutex
 	filters  map[filterKey]*Filter // stored filters never change
+	// lazy tracks the members sent to lazy-loading devices.
+	lazy *lazySent
+	// conns holds the sliding sync connections.
+	conns *connStore
 
 	out       atomic.Pointer[Outbound]
 	typing    *typingTable
@@ -148,6 +152,8 @@ func New(db *storage.DB, cfg Config) (*Syncer, error) {
 		joined:    newJoinedRooms(),
 		types:     map[int64]string{},
 		filters:   map[filterKey]*Filter{},
+		lazy:      newLazySent(),
+		conns:     newConnStore(maxConns, maxConnsPerDevice),
 		typing:    newTypingTable(),
 		presence:  newPresenceTable(),
 		acks:      newToDeviceAcks(),
