@@ -137,7 +137,7 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	res.Chunk = rawList(chunk)
 	if f != nil && f.LazyLoadMembers && len(evs) > 0 {
-		if res.State, err = rd.currentMembers(rm, evs); err != nil {
+		if res.State, err = rd.chunkMembers(rm, evs); err != nil {
 			httputil.WriteError(w, r, err)
 			return
 		}
@@ -195,9 +195,11 @@ func (rd *reader) previousMembership(rm roomInfo, ur storage.UserRoom) (string, 
 	return "", nil
 }
 
-// currentMembers returns the current member events of the events'
-// senders (the state of a lazily loading /messages answer).
-func (rd *reader) currentMembers(rm roomInfo, evs []*event) ([]json.RawMessage, error) {
+// chunkMembers returns the member events of the chunk's senders as the
+// room's state had them at the chunk: just before its first event (the
+// one nearest to `from`), as Synapse answers. An event with no known
+// state (an outlier) falls back to the current members.
+func (rd *reader) chunkMembers(rm roomInfo, evs []*event) ([]json.RawMessage, error) {
 	mt, err := rd.memberType()
 	if err != nil {
 		return nil, err
@@ -218,13 +220,25 @@ func (rd *reader) currentMembers(rm roomInfo, evs []*event) ([]json.RawMessage, 
 	for n := range keys {
 		keyNIDs = append(keyNIDs, n)
 	}
-	entries, err := rd.snap.CurrentStateOf(rm.nid, mt, keyNIDs)
-	if err != nil {
-		return nil, err
-	}
-	nids := make([]int64, len(entries))
-	for i, e := range entries {
-		nids[i] = e.EventNID
+	var nids []int64
+	if snap := evs[0].SnapshotNID; snap != 0 {
+		all, err := rd.snap.SnapshotState(snap)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range all {
+			if _, sender := keys[e.KeyNID]; sender && e.TypeNID == mt {
+				nids = append(nids, e.EventNID)
+			}
+		}
+	} else {
+		entries, err := rd.snap.CurrentStateOf(rm.nid, mt, keyNIDs)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			nids = append(nids, e.EventNID)
+		}
 	}
 	members, err := rd.events(rm, nids)
 	if err != nil {

@@ -1,8 +1,11 @@
 package syncapi_test
 
 import (
+	"encoding/json"
 	"net/url"
 	"testing"
+
+	"hearth/node/roomserver"
 )
 
 func TestMessagesBothDirections(t *testing.T) {
@@ -162,5 +165,44 @@ func TestContext(t *testing.T) {
 	}
 	if code := h.get(dev(carol), path, nil, &e); code != 403 {
 		t.Errorf("non-member: %d %s", code, e.Code)
+	}
+}
+
+// TestMessagesLazyMembersAtTheChunk: the lazily loaded member events of a
+// /messages page are the senders' as they were at that page, not now.
+func TestMessagesLazyMembersAtTheChunk(t *testing.T) {
+	h := newHarness(t)
+	room := h.createRoom(alice)
+	h.send(room, member(alice, bob, "invite"))
+	h.send(room, roomserver.NewEvent{Sender: bob, Type: "m.room.member", StateKey: &bob,
+		Content: json.RawMessage(`{"membership":"join","displayname":"Bob then"}`)})
+	old := h.send(room, msg(bob, "before the rename"))[0]
+	h.send(room, roomserver.NewEvent{Sender: bob, Type: "m.room.member", StateKey: &bob,
+		Content: json.RawMessage(`{"membership":"join","displayname":"Bob now"}`)})
+	h.send(room, msg(bob, "after the rename"))
+
+	lazy := `{"lazy_load_members":true,"types":["m.room.message"]}`
+	now := h.messages(alice, room, url.Values{"dir": {"b"}, "limit": {"1"}, "filter": {lazy}})
+	back := h.messages(alice, room, url.Values{"dir": {"b"}, "limit": {"1"}, "filter": {lazy}, "from": {now.End}})
+	if len(back.Chunk) != 1 || back.Chunk[0].EventID != old {
+		t.Fatalf("second page %v, want the message before the rename", ids(back.Chunk))
+	}
+	name := func(p messagesResp) string {
+		for _, e := range p.State {
+			if e.Type == "m.room.member" && *e.StateKey == bob {
+				var c struct {
+					Name string `json:"displayname"`
+				}
+				json.Unmarshal(e.Content, &c)
+				return c.Name
+			}
+		}
+		return ""
+	}
+	if got := name(now); got != "Bob now" {
+		t.Errorf("newest page: bob is %q, want \"Bob now\"", got)
+	}
+	if got := name(back); got != "Bob then" {
+		t.Errorf("page before the rename: bob is %q, want \"Bob then\"", got)
 	}
 }
