@@ -38,6 +38,12 @@ type roomParams struct {
 	TimelineLimit int        `json:"timeline_limit"`
 }
 
+// key tells two requests for a room apart: the same key, the same answer.
+func (p roomParams) key() string {
+	b, _ := json.Marshal(p)
+	return string(b)
+}
+
 type slidingList struct {
 	roomParams
 	Ranges  [][]int64    `json:"ranges"`
@@ -340,8 +346,14 @@ func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *sli
 		ur := byID[id]
 		rec, had := prev[id]
 		limit := wanted[id].TimelineLimit
+		params := wanted[id].key()
+		if had && rec.params != params {
+			// The client now asks for other state or a longer timeline:
+			// the room goes again in full, a superset of what changed.
+			had = false
+		}
 		if had && ur.LatestPos <= rec.pos && ur.Pos <= rec.pos {
-			res.sent[id] = sentRoom{to.Room, limit} // nothing new in this room
+			res.sent[id] = sentRoom{to.Room, limit, params} // nothing new in this room
 			continue
 		}
 		if ur.Membership == "invite" && ignored[rd.inviter(ur)] {
@@ -353,7 +365,7 @@ func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *sli
 		}
 		if sr != nil {
 			res.Rooms[id] = sr
-			res.sent[id] = sentRoom{to.Room, limit}
+			res.sent[id] = sentRoom{to.Room, limit, params}
 		}
 	}
 	if err := rd.slidingLeft(res, prev, byID, all, dev); err != nil {

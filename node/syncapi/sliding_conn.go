@@ -33,8 +33,9 @@ type connKey struct{ user, device, conn string }
 
 // sentRoom is what the client holds of a room on a connection.
 type sentRoom struct {
-	pos   int64 // the room stream position the client has the room up to
-	limit int   // the timeline_limit it was last sent with
+	pos    int64  // the room stream position the client has the room up to
+	limit  int    // the timeline_limit it was last sent with
+	params string // the room's required_state and timeline_limit, as sent
 }
 
 // sentRooms is the rooms a connection was sent, as of one pos. A map is

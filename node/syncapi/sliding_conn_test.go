@@ -178,3 +178,34 @@ func TestSlidingConnUnknownPos(t *testing.T) {
 		}
 	})
 }
+
+// A room the connection holds goes again in full when the client asks
+// for other required_state, even though nothing in it changed.
+func TestSlidingConnRequiredStateChange(t *testing.T) {
+	h := newHarness(t)
+	srv := slider(h)
+	ctx := context.Background()
+	room := h.createRoom(alice)
+	_, first := slide(t, ctx, srv, dev(alice), "", "", rangeBody(0))
+	if !roomIDs(first)[room] {
+		t.Fatalf("first window: %v", roomIDs(first))
+	}
+	_, same := slide(t, ctx, srv, dev(alice), first.Pos, "", rangeBody(0))
+	if len(same.Rooms) != 0 {
+		t.Fatalf("unchanged request resent %v", roomIDs(same))
+	}
+	more := `{"conn_id":"main","lists":{"all":{"ranges":[[0,0]],"timeline_limit":1,
+		"required_state":[["m.room.name",""],["m.room.create",""]]}}}`
+	_, got := slide(t, ctx, srv, dev(alice), same.Pos, "", more)
+	rr, ok := got.Rooms[room]
+	if !ok || !rr.Initial {
+		t.Fatalf("after asking for more state the room was not resent in full: %+v", got.Rooms)
+	}
+	hasCreate := false
+	for _, e := range rr.RequiredState {
+		hasCreate = hasCreate || e.Type == "m.room.create"
+	}
+	if !hasCreate {
+		t.Errorf("the newly required m.room.create is missing: %+v", rr.RequiredState)
+	}
+}
