@@ -6,29 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as sdk from 'matrix-js-sdk';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { startHearth, waitFor } from '../testlib/hearth.mjs';
+import { sdkLog, clientLogger, register } from '../testlib/sdk.mjs';
 
 const GAP = 500;
-
-// Keep the SDK's warnings and errors; print them only if the test fails.
-const sdkLog = [];
-const fmt = (m) => (m instanceof Error ? m.stack : typeof m === 'object' ? JSON.stringify(m) : String(m));
-function keep(tag) {
-  return (...m) => sdkLog.push(`[${tag}] ${m.map(fmt).join(' ')}`);
-}
-sdkLogger.methodFactory = (level) => (level === 'warn' || level === 'error' ? keep(`sdk ${level}`) : () => {});
-sdkLogger.rebuild();
-
-function clientLogger(tag) {
-  const noop = () => {};
-  return {
-    trace: noop, debug: noop, info: noop, log: noop,
-    warn: keep(`${tag} warn`),
-    error: keep(`${tag} error`),
-    getChild: (ns) => clientLogger(`${tag}:${ns}`),
-  };
-}
 
 /**
  * The SDK's in-memory store, except that it reports its sync token as
@@ -40,18 +21,6 @@ function clientLogger(tag) {
 class ResumableMemoryStore extends sdk.MemoryStore {
   getSavedSyncToken() {
     return Promise.resolve(this.getSyncToken());
-  }
-}
-
-async function register(baseUrl, name) {
-  const tmp = sdk.createClient({ baseUrl, logger: clientLogger(name) });
-  const req = { username: name, password: `pw-${name}-secret`, auth: { type: 'm.login.dummy' } };
-  try {
-    return await tmp.registerRequest(req);
-  } catch (e) {
-    const session = e?.data?.session;
-    if (e?.httpStatus !== 401 || !session) throw e;
-    return await tmp.registerRequest({ ...req, auth: { type: 'm.login.dummy', session } });
   }
 }
 

@@ -4,44 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as sdk from 'matrix-js-sdk';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { startHearth, waitFor } from '../testlib/hearth.mjs';
-
-// The SDK logs a lot (every sync at debug, its own default push rules at
-// warn). Keep warnings and errors, from its global logger and from each
-// client's, and print them only if the test fails.
-const sdkLog = [];
-const fmt = (m) => (m instanceof Error ? m.stack : typeof m === 'object' ? JSON.stringify(m) : String(m));
-function keep(tag) {
-  return (...m) => sdkLog.push(`[${tag}] ${m.map(fmt).join(' ')}`);
-}
-sdkLogger.methodFactory = (level) => (level === 'warn' || level === 'error' ? keep(`sdk ${level}`) : () => {});
-sdkLogger.rebuild();
-
-/** A logger for one client: warnings and errors go to sdkLog, tagged. */
-function clientLogger(tag) {
-  const noop = () => {};
-  return {
-    trace: noop, debug: noop, info: noop, log: noop,
-    warn: keep(`${tag} warn`),
-    error: keep(`${tag} error`),
-    getChild: (ns) => clientLogger(`${tag}:${ns}`),
-  };
-}
-
-/** Registers `name` with m.login.dummy, following the user-interactive
- * auth dance if the server asks for a session first. */
-async function register(baseUrl, name) {
-  const tmp = sdk.createClient({ baseUrl, logger: clientLogger(name) });
-  const req = { username: name, password: `pw-${name}-secret`, auth: { type: 'm.login.dummy' } };
-  try {
-    return await tmp.registerRequest(req);
-  } catch (e) {
-    const session = e?.data?.session;
-    if (e?.httpStatus !== 401 || !session) throw e;
-    return await tmp.registerRequest({ ...req, auth: { type: 'm.login.dummy', session } });
-  }
-}
+import { sdkLog, clientLogger, register } from '../testlib/sdk.mjs';
 
 /** A started client whose first sync has completed. */
 async function startedClient(baseUrl, creds, tag) {
