@@ -360,20 +360,11 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 }
 
 func deviceIDsTx(tx *Tx, userID string) ([]string, error) {
-	rows, err := tx.Query(`SELECT device_id FROM devices WHERE user_id = ?`, userID)
+	ids, err := scanStrings(tx.Query(`SELECT device_id FROM devices WHERE user_id = ?`, userID))
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return ids, nil
 }
 
 func deleteDevicesTx(tx *Tx, userID string, ids []string) ([]string, error) {
@@ -514,7 +505,11 @@ func (db *DB) ForgottenRooms(ctx context.Context, userID string) ([]string, erro
 }
 
 func (db *DB) strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := db.Query(ctx, q, args...)
+	return scanStrings(db.Query(ctx, q, args...))
+}
+
+// scanStrings reads every row of a one-column query for strings.
+func scanStrings(rows *sql.Rows, err error) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}

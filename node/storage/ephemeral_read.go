@@ -161,18 +161,9 @@ func (ss *SyncSnapshot) GlobalAccountData(userID, typ string) ([]byte, error) {
 }
 
 func (ss *SyncSnapshot) stringList(st syncStmt, args ...any) ([]string, error) {
-	rows, err := ss.stmt(st).QueryContext(ss.ctx, args...)
+	out, err := scanStrings(ss.stmt(st).QueryContext(ss.ctx, args...))
 	if err != nil {
 		return nil, fmt.Errorf("storage: sync query %d: %w", st, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -502,21 +502,12 @@ func (db *DB) Membership(ctx context.Context, userID string, roomNID int64) (str
 // RoomsWithMembership lists the IDs of the rooms where a user's current
 // membership is m.
 func (db *DB) RoomsWithMembership(ctx context.Context, userID, membership string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
-		WHERE m.user_id = ? AND m.membership = ?`, userID, membership)
-	if err != nil {
-		return nil, err
+	out, err := scanStrings(db.Query(ctx, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ? AND m.membership = ?`, userID, membership))
+	if out == nil && err == nil {
+		out = []string{} // an empty list, never null, in answers
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return out, err
 }
 
 // RoomVersionOf returns the version of a room by NID.

@@ -298,20 +298,7 @@ func scanUserRoom(s scanner) (UserRoom, error) {
 
 // UserRooms lists every room the user has a membership of.
 func (ss *SyncSnapshot) UserRooms(userID string) ([]UserRoom, error) {
-	rows, err := ss.stmt(stUserRooms).QueryContext(ss.ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []UserRoom
-	for rows.Next() {
-		u, err := scanUserRoom(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return scanUserRooms(ss.stmt(stUserRooms).QueryContext(ss.ctx, userID))
 }
 
 // tailScanMax is the longest stream gap ChangedRooms reads from the tail.
@@ -324,7 +311,11 @@ func (ss *SyncSnapshot) ChangedRooms(userID string, since, upto int64) ([]UserRo
 	if upto-since <= tailScanMax {
 		st = stChangedRoomsTail
 	}
-	rows, err := ss.stmt(st).QueryContext(ss.ctx, userID, since)
+	return scanUserRooms(ss.stmt(st).QueryContext(ss.ctx, userID, since))
+}
+
+// scanUserRooms reads every row of a query for user rooms.
+func scanUserRooms(rows *sql.Rows, err error) ([]UserRoom, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -29,10 +28,7 @@ import (
 // maxUnreadScan bounds the events one count walks.
 const maxUnreadScan = 1000
 
-type unreadCache struct {
-	mu sync.Mutex
-	m  map[unreadKey]unreadCount
-}
+type unreadCache = boundedCache[unreadKey, unreadCount]
 
 type unreadKey struct {
 	user string
@@ -47,23 +43,7 @@ type unreadCount struct {
 
 const maxUnreadCache = 100000
 
-func newUnreadCache() *unreadCache { return &unreadCache{m: map[unreadKey]unreadCount{}} }
-
-func (c *unreadCache) get(k unreadKey) (unreadCount, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u, ok := c.m[k]
-	return u, ok
-}
-
-func (c *unreadCache) put(k unreadKey, u unreadCount) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxUnreadCache {
-		clear(c.m)
-	}
-	c.m[k] = u
-}
+func newUnreadCache() *unreadCache { return newBoundedCache[unreadKey, unreadCount](maxUnreadCache) }
 
 // unreadNotifications fills in the counts of every joined room in the
 // response. rooms are the memberships the sync read (others are looked

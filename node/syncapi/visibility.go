@@ -3,7 +3,6 @@ package syncapi
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"hearth/node/httputil"
 	"hearth/node/storage"
@@ -265,29 +264,10 @@ func (rd *reader) hvKey() (hv, empty int64, err error) {
 }
 
 // visCache maps (snapshot, user key) to what visibility read there.
-type visCache struct {
-	mu sync.Mutex
-	m  map[visKey]visState
-}
+type visCache = boundedCache[visKey, visState]
 
 type visKey struct{ snapshot, user int64 }
 
 const maxVisCache = 65536
 
-func newVisCache() *visCache { return &visCache{m: map[visKey]visState{}} }
-
-func (c *visCache) get(k visKey) (visState, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	vs, ok := c.m[k]
-	return vs, ok
-}
-
-func (c *visCache) put(k visKey, vs visState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxVisCache {
-		clear(c.m)
-	}
-	c.m[k] = vs
-}
+func newVisCache() *visCache { return newBoundedCache[visKey, visState](maxVisCache) }
