@@ -363,3 +363,28 @@ func TestJoinRoomVersion12(t *testing.T) {
 		t.Fatal("state differs")
 	}
 }
+
+// An event sent by a server that had not yet heard of a join goes only
+// to the servers it knew; the joiner gets it once the sender hears of the
+// join, without any later event pointing at it.
+func TestEventSentDuringAJoinReachesTheJoiner(t *testing.T) {
+	ctx := context.Background()
+	n := newNet()
+	a, b, c := newNode(t, n, "a.test"), newNode(t, n, "b.test"), newNode(t, n, "c.test")
+	alice, bob, carol := a.user("alice"), b.user("bob"), c.user("carol")
+	room := a.publicRoom(alice, "shared")
+	b.join(room, bob, "a.test")
+
+	// B is unreachable while Carol joins through A, so B does not know of
+	// her when Bob speaks: his message goes to A alone.
+	n.SetDown("b.test", true)
+	c.join(room, carol, "a.test")
+	if m, _ := b.rs.Membership(ctx, room, carol); m == "join" {
+		t.Fatal("B heard of Carol's join while unreachable")
+	}
+	unseen := b.send(room, msg(bob, "said before B knew of Carol"))
+	a.mustWait(unseen...)
+
+	n.SetDown("b.test", false)
+	c.mustWait(unseen...)
+}

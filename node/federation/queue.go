@@ -100,6 +100,9 @@ type streamEvent struct {
 	Sender   string  `json:"sender"`
 	Type     string  `json:"type"`
 	StateKey *string `json:"state_key"`
+	Content  struct {
+		Membership string `json:"membership"`
+	} `json:"content"`
 }
 
 // plan decides who gets each stream row.
@@ -119,6 +122,13 @@ func (f *Federation) plan(rows []storage.FedStreamRow) ([]storage.FedQueued, []s
 			continue
 		}
 		origin := serverOf(ev.Sender)
+		if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Content.Membership == spec.Join {
+			catchUp, err := f.catchUp(row, serverOf(*ev.StateKey))
+			if err != nil {
+				return nil, nil, err
+			}
+			items = append(items, catchUp...)
+		}
 		if origin != ours {
 			marked, err := f.db.ForwardMarked(f.ctx, row.EventID)
 			if err != nil {
@@ -145,6 +155,30 @@ func (f *Federation) plan(rows []storage.FedStreamRow) ([]storage.FedQueued, []s
 		}
 	}
 	return items, forwarded, nil
+}
+
+// catchUp queues for a joining server the room's forward extremities
+// other than its join. An event sent concurrently with the join, by a
+// server that did not know of it yet, never went to the joiner and is
+// referenced by nothing the joiner has: it would stay missing until some
+// later event pointed at it. Every server that sees the join offers its
+// extremities, so the joiner gets each such event (and, through
+// get_missing_events, what leads to it) from the server that has it.
+func (f *Federation) catchUp(join storage.FedStreamRow, joiner string) ([]storage.FedQueued, error) {
+	if joiner == "" || joiner == string(f.cfg.ServerName) {
+		return nil, nil
+	}
+	room, err := f.db.RoomByID(f.ctx, join.RoomID)
+	if err != nil {
+		return nil, fmt.Errorf("extremities of %s: %w", join.RoomID, err)
+	}
+	var items []storage.FedQueued
+	for _, nid := range room.Extremities {
+		if nid != join.EventNID {
+			items = append(items, storage.FedQueued{Dest: joiner, EventNID: nid})
+		}
+	}
+	return items, nil
 }
 
 // joinedServers lists the servers with members joined to a room, from a
