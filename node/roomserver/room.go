@@ -30,6 +30,12 @@ type request struct {
 	// writes nothing.
 	read func(*room) error
 	done chan result
+
+	// Set by prepare for a request of one local message: the event,
+	// built and authorised outside the write; or the answer, when it
+	// needs no write (refused, or a repeated transaction).
+	built gomatrixserverlib.PDU
+	early *result
 }
 
 type result struct {
@@ -38,7 +44,8 @@ type result struct {
 }
 
 // room is one room's worker. Everything but queue is owned by the worker
-// goroutine (and by CreateRoom before the worker starts).
+// goroutine (and by CreateRoom before the worker starts), and lent to the
+// storage writer while a batch's write runs.
 type room struct {
 	rs    *Roomserver
 	queue chan *request
@@ -56,6 +63,28 @@ type room struct {
 	// rows (without JSON) of the events a batch of remote input refers
 	// to; nil outside such a batch. A nil entry: known to be missing.
 	meta map[string]*storage.Event
+
+	// What prepare builds on: the extremities and depth the room will
+	// have once the batch in flight commits. Worker-only.
+	head struct {
+		ids   []string
+		depth int64
+	}
+	// transaction IDs of prepared events not yet known to be committed
+	txns map[txnKey]string
+}
+
+type txnKey struct{ device, id string }
+
+// flight is a batch whose write is running. While it holds prepared
+// messages only (pure), its write changes nothing that preparing the next
+// batch reads, so the worker builds the next batch's events meanwhile:
+// signing and hashing on one core, SQLite on the other.
+type flight struct {
+	pure bool
+	txns []txnKey
+	err  error // set before done is closed
+	done chan struct{}
 }
 
 func (r *room) enqueue(ctx context.Context, req *request) (err error) {
@@ -75,9 +104,30 @@ func (r *room) enqueue(ctx context.Context, req *request) (err error) {
 
 func (r *room) run() {
 	defer r.rs.wg.Done()
-	batch := make([]*request, 0, maxBatch)
-	for req := range r.queue {
-		batch = append(batch[:0], req)
+	var fl *flight
+	defer func() {
+		if fl != nil {
+			<-fl.done
+		}
+	}()
+	for {
+		var req *request
+		var ok bool
+		if fl == nil {
+			req, ok = <-r.queue
+		} else {
+			select {
+			case req, ok = <-r.queue:
+			case <-fl.done:
+				r.land(fl)
+				fl = nil
+				continue
+			}
+		}
+		if !ok {
+			return
+		}
+		batch := append(make([]*request, 0, 8), req)
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -90,99 +140,246 @@ func (r *room) run() {
 				break drain
 			}
 		}
-		r.process(batch)
+		fl = r.process(batch, fl)
 	}
 }
 
-// process runs a batch of requests in one commit. Each request is atomic
-// on its own: a refused request is undone without touching its neighbours.
-func (r *room) process(batch []*request) {
-	results := make([]result, len(batch))
-	var outs []Output
-	if !r.loaded {
-		if err := r.load(); err != nil {
-			err = fmt.Errorf("roomserver: load %s: %w", r.row.ID, err)
-			for _, req := range batch {
-				req.done <- result{err: err}
-			}
-			return
+// process handles a batch, given the flight before it (nil if none), and
+// returns the batch's own flight (nil if it writes nothing). Each request
+// is atomic on its own: a refused request is undone without touching its
+// neighbours.
+func (r *room) process(batch []*request, fl *flight) *flight {
+	reads := slices.ContainsFunc(batch, func(req *request) bool { return req.read != nil })
+	if fl != nil && (!fl.pure || reads) {
+		r.wait(fl)
+		fl = nil
+	}
+	if err := r.ensureLoaded(); err != nil {
+		for _, req := range batch {
+			req.done <- result{err: err}
 		}
+		return fl
 	}
 	if !slices.ContainsFunc(batch, func(req *request) bool { return req.read == nil }) {
 		for _, req := range batch {
 			req.done <- result{err: req.read(r)}
 		}
+		return nil
+	}
+	r.prepare(batch, fl != nil)
+	if fl != nil && !r.wait(fl) {
+		// Prepared on events that were not committed: again, on what was.
+		for _, req := range batch {
+			req.built, req.early = nil, nil
+		}
+		if err := r.ensureLoaded(); err != nil {
+			for _, req := range batch {
+				req.done <- result{err: err}
+			}
+			return nil
+		}
+		r.prepare(batch, false)
+	}
+	return r.submit(batch)
+}
+
+func (r *room) ensureLoaded() error {
+	if r.loaded {
+		return nil
+	}
+	if err := r.load(); err != nil {
+		return fmt.Errorf("roomserver: load %s: %w", r.row.ID, err)
+	}
+	return nil
+}
+
+// wait waits for a flight to land and tells whether it committed.
+func (r *room) wait(fl *flight) bool {
+	<-fl.done
+	r.land(fl)
+	return fl.err == nil
+}
+
+// land takes note of a finished flight. After a failed one, nothing the
+// worker believed is trusted: the room is reloaded before its next batch.
+func (r *room) land(fl *flight) {
+	if fl.err != nil {
+		r.loaded = false
+		clear(r.txns)
 		return
 	}
-	err := r.rs.db.Write(context.Background(), func(tx *storage.Tx) error {
-		outs = outs[:0]
-		for i, req := range batch {
-			if err := req.ctx.Err(); err != nil {
-				results[i] = result{err: err}
-				continue
-			}
-			if req.read != nil {
-				results[i] = result{err: req.read(r)}
-				continue
-			}
-			if req.remote != nil {
-				if err := r.reserveBackfillPositions(tx, req.remote); err != nil {
-					return err
-				}
-				if err := r.prefetchMeta(tx, req.remote); err != nil {
-					return err
-				}
-				defer func() { r.meta = nil }()
-				for _, re := range req.remote {
-					o, err := r.input(tx, re)
-					if err != nil {
-						return err
-					}
-					if o != nil {
-						outs = append(outs, *o)
-					}
-					if re.seq != 0 {
-						if err := storage.DeleteInputLog(tx, re.seq); err != nil {
-							return err
-						}
-					}
-				}
-				continue
-			}
-			ids, o, err := r.apply(tx, req)
-			if err != nil {
-				if isRefusal(err) {
-					results[i] = result{err: err}
+	for _, k := range fl.txns {
+		delete(r.txns, k)
+	}
+}
+
+// preparable tells a request prepare can build: one local event that
+// changes no state, so the events after it need nothing of its write.
+func preparable(req *request) bool {
+	return req.read == nil && req.remote == nil && len(req.local) == 1 &&
+		req.local[0].StateKey == nil && req.local[0].Type != spec.MRoomRedaction
+}
+
+// prepare builds, outside the write, the batch's leading requests that
+// preparable allows, each on the one before; afterFlight: on the tip the
+// flight in progress leaves, else on the room's.
+func (r *room) prepare(batch []*request, afterFlight bool) {
+	if !afterFlight {
+		r.head.ids, r.head.depth = slices.Clone(r.extIDs), r.row.Depth
+	}
+	if r.txns == nil {
+		r.txns = map[txnKey]string{}
+	}
+	for _, req := range batch {
+		if !preparable(req) {
+			return
+		}
+		if err := req.ctx.Err(); err != nil {
+			req.early = &result{err: err}
+			continue
+		}
+		ne := req.local[0]
+		key := txnKey{ne.TxnDevice, ne.TxnID}
+		if ne.TxnID != "" {
+			id, ok := r.txns[key]
+			if !ok {
+				var err error
+				id, err = r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
+				if err != nil && !errors.Is(err, storage.ErrNotFound) {
+					req.early = &result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
 					continue
 				}
-				return err
 			}
-			results[i] = result{ids: ids}
-			outs = append(outs, o...)
+			if id != "" {
+				req.early = &result{ids: []string{id}}
+				continue
+			}
+		}
+		ev, err := r.buildAllowed(ne, r.head.ids, r.head.depth)
+		if err != nil {
+			req.early = &result{err: err}
+			continue
+		}
+		req.built = ev
+		r.head.ids, r.head.depth = []string{ev.EventID()}, max(r.head.depth, ev.Depth())
+		if ne.TxnID != "" {
+			r.txns[key] = ev.EventID()
+		}
+	}
+}
+
+// submit starts the batch's write and returns its flight, or answers the
+// batch at once when it has nothing to write.
+func (r *room) submit(batch []*request) *flight {
+	fl := &flight{pure: true, done: make(chan struct{})}
+	writes := false
+	for _, req := range batch {
+		switch {
+		case req.built != nil:
+			writes = true
+			if id := req.local[0].TxnID; id != "" {
+				fl.txns = append(fl.txns, txnKey{req.local[0].TxnDevice, id})
+			}
+		case req.early == nil:
+			writes, fl.pure = true, false
+		}
+	}
+	if !writes {
+		for _, req := range batch {
+			req.done <- *req.early
+		}
+		return nil
+	}
+	results := make([]result, len(batch))
+	var outs []Output
+	write := func(tx *storage.Tx) error {
+		outs = outs[:0]
+		for i, req := range batch {
+			switch {
+			case req.early != nil:
+				results[i] = *req.early
+			case req.built != nil:
+				o, err := r.commitPrepared(tx, req)
+				if err != nil {
+					return err
+				}
+				results[i] = result{ids: []string{req.built.EventID()}}
+				outs = append(outs, o)
+			case req.ctx.Err() != nil:
+				results[i] = result{err: req.ctx.Err()}
+			case req.read != nil:
+				results[i] = result{err: req.read(r)}
+			case req.remote != nil:
+				if err := r.inputRemote(tx, req.remote, &outs); err != nil {
+					return err
+				}
+			default:
+				ids, o, err := r.apply(tx, req)
+				if err != nil {
+					if isRefusal(err) {
+						results[i] = result{err: err}
+						continue
+					}
+					return err
+				}
+				results[i] = result{ids: ids}
+				outs = append(outs, o...)
+			}
 		}
 		return storage.UpdateRoom(tx, &r.row)
-	})
-	r.st.undo = r.st.undo[:0]
-	if err != nil {
-		// Nothing was committed: drop what the worker believed and reload.
-		// NIDs of events the batch inserted will be handed out again.
-		r.loaded = false
-		clear(r.pending)
-		r.rs.pdus.clear()
-		for i := range results {
-			if results[i].err == nil {
-				results[i] = result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
+	}
+	go func() {
+		err := r.rs.db.Write(context.Background(), write)
+		r.st.undo = r.st.undo[:0]
+		if err != nil {
+			// Nothing was committed. NIDs of events the batch inserted
+			// will be handed out again; the worker reloads the room.
+			clear(r.pending)
+			r.rs.pdus.clear()
+			for i := range results {
+				if results[i].err == nil {
+					results[i] = result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
+				}
+			}
+		} else {
+			r.rs.nids.commit(r.pending)
+			if len(outs) > 0 {
+				r.rs.cfg.OnOutput(outs)
 			}
 		}
-	} else {
-		r.rs.nids.commit(r.pending)
-		if len(outs) > 0 {
-			r.rs.cfg.OnOutput(outs)
+		fl.err = err
+		for i, req := range batch {
+			req.done <- results[i]
+		}
+		close(fl.done)
+	}()
+	return fl
+}
+
+// inputRemote stores a request's events from other servers.
+func (r *room) inputRemote(tx *storage.Tx, evs []*remoteEvent, outs *[]Output) error {
+	if err := r.reserveBackfillPositions(tx, evs); err != nil {
+		return err
+	}
+	if err := r.prefetchMeta(tx, evs); err != nil {
+		return err
+	}
+	defer func() { r.meta = nil }()
+	for _, re := range evs {
+		o, err := r.input(tx, re)
+		if err != nil {
+			return err
+		}
+		if o != nil {
+			*outs = append(*outs, *o)
+		}
+		if re.seq != 0 {
+			if err := storage.DeleteInputLog(tx, re.seq); err != nil {
+				return err
+			}
 		}
 	}
-	for i, req := range batch {
-		req.done <- results[i]
-	}
+	return nil
 }
 
 // reserveBackfillPositions sets aside a block of negative stream positions
@@ -352,29 +549,54 @@ func (r *room) send(tx *storage.Tx, ne NewEvent) (Output, string, error) {
 			return Output{}, "", err
 		}
 	}
-	ev, err := r.build(ne)
+	ev, err := r.buildAllowed(ne, r.extIDs, r.row.Depth)
 	if err != nil {
 		return Output{}, "", err
 	}
-	if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
-		return Output{}, "", &ForbiddenError{Reason: err.Error()}
-	}
-	out, err := r.store(tx, ev)
-	if err != nil {
-		return Output{}, "", err
-	}
-	if ne.TxnID != "" {
-		nid := r.row.Extremities[0]
-		if err := storage.InsertTxn(tx, ne.TxnDevice, r.row.NID, ne.TxnID, nid); err != nil {
-			return Output{}, "", err
-		}
-	}
-	return out, ev.EventID(), nil
+	out, err := r.storeLocal(tx, ev, ne)
+	return out, ev.EventID(), err
 }
 
-// build makes a signed event on top of the room's forward extremities.
-func (r *room) build(ne NewEvent) (gomatrixserverlib.PDU, error) {
-	eb, err := r.builder(ne)
+// commitPrepared stores an event prepare built. It was built on the tip
+// the write before this one left, which is the room's tip now.
+func (r *room) commitPrepared(tx *storage.Tx, req *request) (Output, error) {
+	if !slices.Equal(req.built.PrevEventIDs(), prevEvents(r.extIDs)) {
+		return Output{}, fmt.Errorf("roomserver: %s: event %s was prepared on a stale tip", r.row.ID, req.built.EventID())
+	}
+	return r.storeLocal(tx, req.built, req.local[0])
+}
+
+// storeLocal stores a local event and the transaction that sent it.
+func (r *room) storeLocal(tx *storage.Tx, ev gomatrixserverlib.PDU, ne NewEvent) (Output, error) {
+	out, err := r.store(tx, ev)
+	if err != nil {
+		return Output{}, err
+	}
+	if ne.TxnID != "" {
+		if err := storage.InsertTxn(tx, ne.TxnDevice, r.row.NID, ne.TxnID, r.row.Extremities[0]); err != nil {
+			return Output{}, err
+		}
+	}
+	return out, nil
+}
+
+// buildAllowed builds a local event on prev and checks it against the
+// current state.
+func (r *room) buildAllowed(ne NewEvent, prev []string, depth int64) (gomatrixserverlib.PDU, error) {
+	ev, err := r.build(ne, prev, depth)
+	if err != nil {
+		return nil, err
+	}
+	if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
+		return nil, &ForbiddenError{Reason: err.Error()}
+	}
+	return ev, nil
+}
+
+// build makes a signed event on top of prev, the room's forward
+// extremities at depth.
+func (r *room) build(ne NewEvent, prev []string, depth int64) (gomatrixserverlib.PDU, error) {
+	eb, err := r.builder(ne, prev, depth)
 	if err != nil {
 		return nil, err
 	}
@@ -389,18 +611,24 @@ func (r *room) build(ne NewEvent) (gomatrixserverlib.PDU, error) {
 	if len(ev.JSON()) > MaxEventSize {
 		return nil, ErrTooLarge
 	}
+	ev.EventID() // computed here, outside the write, and remembered
 	return ev, nil
 }
 
-// builder prepares an event on top of the room's forward extremities,
-// with its auth events from the current state.
-func (r *room) builder(ne NewEvent) (*gomatrixserverlib.EventBuilder, error) {
+// prevEvents is what an event on extremities refers to: the newest of
+// them, at most maxPrevEvents.
+func prevEvents(extremities []string) []string {
+	if len(extremities) > maxPrevEvents {
+		extremities = extremities[len(extremities)-maxPrevEvents:]
+	}
+	return extremities
+}
+
+// builder prepares an event on top of prev, the room's forward
+// extremities at depth, with its auth events from the current state.
+func (r *room) builder(ne NewEvent, prev []string, depth int64) (*gomatrixserverlib.EventBuilder, error) {
 	if _, err := spec.NewUserID(ne.Sender, true); err != nil {
 		return nil, &BadEventError{Reason: "invalid sender: " + err.Error()}
-	}
-	prev := r.extIDs
-	if len(prev) > maxPrevEvents {
-		prev = prev[len(prev)-maxPrevEvents:]
 	}
 	content := ne.Content
 	if len(content) == 0 {
@@ -413,8 +641,8 @@ func (r *room) builder(ne NewEvent) (*gomatrixserverlib.EventBuilder, error) {
 		StateKey:   ne.StateKey,
 		Content:    spec.RawJSON(content),
 		Redacts:    ne.Redacts,
-		PrevEvents: append([]string{}, prev...),
-		Depth:      r.row.Depth + 1,
+		PrevEvents: append([]string{}, prevEvents(prev)...), // never nil: the builder refuses nil
+		Depth:      depth + 1,
 	}
 	eb := r.ver.NewEventBuilderFromProtoEvent(&proto)
 	if err := eb.AddAuthEvents(&r.st); err != nil {

@@ -132,7 +132,7 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, version gomatrixserverlib.
 	var outs []Output
 	err = rs.db.Write(ctx, func(tx *storage.Tx) error {
 		outs = nil
-		ev, err := r.build(create)
+		ev, err := r.build(create, nil, 0)
 		if err != nil {
 			return err
 		}
@@ -227,7 +227,7 @@ func (rs *Roomserver) MakeEvent(ctx context.Context, roomID string, ne NewEvent)
 		if r.row.SnapshotNID == 0 {
 			return ErrRoomNotFound // heard of, but we hold no state
 		}
-		eb, err := r.builder(ne)
+		eb, err := r.builder(ne, r.extIDs, r.row.Depth)
 		if err != nil {
 			return err
 		}

@@ -459,10 +459,20 @@ func SetMembership(tx *Tx, userID string, roomNID int64, membership string, even
 // TxnEvent returns the event a client transaction produced, or ErrNotFound.
 func TxnEvent(tx *Tx, device string, roomNID int64, txnID string) (string, error) {
 	var id string
-	err := tx.QueryRow(`SELECT e.event_id FROM transactions t JOIN events e ON e.event_nid = t.event_nid
-		WHERE t.device = ? AND t.room_nid = ? AND t.txn_id = ?`, deviceHash(device), roomNID, txnID).Scan(&id)
+	err := tx.QueryRow(txnEventQuery, deviceHash(device), roomNID, txnID).Scan(&id)
 	return id, notFound(err)
 }
+
+// TxnEventCommitted is TxnEvent outside a write: it sees committed
+// transactions only.
+func (db *DB) TxnEventCommitted(ctx context.Context, device string, roomNID int64, txnID string) (string, error) {
+	var id string
+	err := db.QueryRow(ctx, txnEventQuery, deviceHash(device), roomNID, txnID).Scan(&id)
+	return id, notFound(err)
+}
+
+const txnEventQuery = `SELECT e.event_id FROM transactions t JOIN events e ON e.event_nid = t.event_nid
+	WHERE t.device = ? AND t.room_nid = ? AND t.txn_id = ?`
 
 // InsertTxn records the event a client transaction produced.
 func InsertTxn(tx *Tx, device string, roomNID int64, txnID string, eventNID int64) error {
