@@ -39,18 +39,46 @@ func (f *Federation) fanout(cursor int64) {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	<-retry.C
+	// The cursor past rows that queued nothing is saved lazily, so a
+	// node with no peers does not pay a second commit for every event.
+	saved := cursor
+	save := time.NewTimer(0)
+	defer save.Stop()
+	<-save.C
+	saving := false
+	flush := func(ctx context.Context) {
+		if cursor == saved {
+			return
+		}
+		if err := f.db.EnqueuePDUs(ctx, cursor, nil, nil); err != nil {
+			f.log.Warn("saving the fan-out cursor", "err", err)
+			return
+		}
+		saved = cursor
+	}
+	defer func() { flush(context.Background()) }()
 	for {
 		var err error
-		if cursor, err = f.fanoutOnce(cursor); err != nil {
+		var queued bool
+		if cursor, queued, err = f.fanoutOnce(cursor); err != nil {
 			if f.ctx.Err() != nil {
 				return
 			}
 			f.log.Error("queueing events", "err", err)
 			retry.Reset(time.Second)
 		}
+		if queued {
+			saved = cursor
+		} else if cursor != saved && !saving {
+			save.Reset(cursorSaveDelay)
+			saving = true
+		}
 		select {
 		case <-f.fanWake:
 		case <-retry.C:
+		case <-save.C:
+			saving = false
+			flush(f.ctx)
 		case <-prune.C:
 			if err := f.db.PruneFedTxns(f.ctx, time.Now().Add(-txnMemory).UnixMilli()); err != nil {
 				f.log.Warn("pruning old transactions", "err", err)
@@ -61,21 +89,33 @@ func (f *Federation) fanout(cursor int64) {
 	}
 }
 
-// fanoutOnce queues everything after cursor and returns the new cursor.
-func (f *Federation) fanoutOnce(cursor int64) (int64, error) {
+// cursorSaveDelay bounds how far the saved fan-out cursor lags behind
+// rows that queued nothing. Rows read again after a crash are planned
+// again: at worst a server that joined since gets a few older events.
+const cursorSaveDelay = time.Second
+
+// fanoutOnce queues everything after cursor and returns the new cursor,
+// and whether it was saved (with something queued).
+func (f *Federation) fanoutOnce(cursor int64) (int64, bool, error) {
 	const batch = 256
+	saved := false
 	for {
 		rows, err := f.db.FedStreamAfter(f.ctx, cursor, batch)
 		if err != nil || len(rows) == 0 {
-			return cursor, err
+			return cursor, saved, err
 		}
 		items, forwarded, err := f.plan(rows)
 		if err != nil {
-			return cursor, err
+			return cursor, saved, err
 		}
 		last := rows[len(rows)-1].Pos
-		if err := f.db.EnqueuePDUs(f.ctx, last, items, forwarded); err != nil {
-			return cursor, err
+		if len(items) > 0 || len(forwarded) > 0 {
+			if err := f.db.EnqueuePDUs(f.ctx, last, items, forwarded); err != nil {
+				return cursor, saved, err
+			}
+			saved = true
+		} else {
+			saved = false
 		}
 		cursor = last
 		counts := map[string]int{}
@@ -90,7 +130,7 @@ func (f *Federation) fanoutOnce(cursor int64) (int64, error) {
 			f.kick(d)
 		}
 		if len(rows) < batch {
-			return cursor, nil // caught up; OnOutput wakes us for more
+			return cursor, saved, nil // caught up; OnOutput wakes us for more
 		}
 	}
 }

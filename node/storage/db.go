@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -149,6 +150,11 @@ func (db *DB) prepare(cache *sync.Map, pool *sql.DB, q string) (*sql.Stmt, error
 	}
 	return s, nil
 }
+
+// withLimit appends a literal LIMIT to q. With this SQLite build (STAT4)
+// a bound LIMIT expires the prepared statement at every execution, so it
+// would be parsed and planned again each time.
+func withLimit(q string, n int) string { return q + " LIMIT " + strconv.Itoa(n) }
 
 // QueryRow runs a read query expected to return at most one row, with a
 // prepared statement from the read pool.

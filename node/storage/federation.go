@@ -84,10 +84,10 @@ type FedStreamRow struct {
 
 // FedStreamAfter returns up to limit stream rows after pos, oldest first.
 func (db *DB) FedStreamAfter(ctx context.Context, pos int64, limit int) ([]FedStreamRow, error) {
-	rows, err := db.Query(ctx, `SELECT s.pos, s.room_nid, r.room_id, s.event_nid, e.event_id, e.json,
+	rows, err := db.Query(ctx, withLimit(`SELECT s.pos, s.room_nid, r.room_id, s.event_nid, e.event_id, e.json,
 			length(s.adds) + length(s.removes) > 0
 		FROM stream s JOIN events e ON e.event_nid = s.event_nid JOIN rooms r ON r.room_nid = s.room_nid
-		WHERE s.pos > ? ORDER BY s.pos LIMIT ?`, pos, limit)
+		WHERE s.pos > ? ORDER BY s.pos`, limit), pos)
 	if err != nil {
 		return nil, fmt.Errorf("storage: stream after %d: %w", pos, err)
 	}
@@ -188,9 +188,9 @@ type FedEDU struct {
 // event is gone or was rejected come back with nil JSON so they are
 // deleted with the rest.
 func (db *DB) PeekQueue(ctx context.Context, dest string, maxPDUs, maxEDUs int) ([]FedPDU, []FedEDU, error) {
-	rows, err := db.Query(ctx, `SELECT q.seq, CASE WHEN e.rejected THEN NULL ELSE e.json END
+	rows, err := db.Query(ctx, withLimit(`SELECT q.seq, CASE WHEN e.rejected THEN NULL ELSE e.json END
 		FROM fed_pdus q LEFT JOIN events e ON e.event_nid = q.event_nid
-		WHERE q.dest = ? ORDER BY q.seq LIMIT ?`, dest, maxPDUs)
+		WHERE q.dest = ? ORDER BY q.seq`, maxPDUs), dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storage: peek pdus for %s: %w", dest, err)
 	}
@@ -210,7 +210,7 @@ func (db *DB) PeekQueue(ctx context.Context, dest string, maxPDUs, maxEDUs int) 
 	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
-	rows, err = db.Query(ctx, `SELECT seq, edu FROM fed_edus WHERE dest = ? ORDER BY seq LIMIT ?`, dest, maxEDUs)
+	rows, err = db.Query(ctx, withLimit(`SELECT seq, edu FROM fed_edus WHERE dest = ? ORDER BY seq`, maxEDUs), dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storage: peek edus for %s: %w", dest, err)
 	}
