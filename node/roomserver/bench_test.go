@@ -3,6 +3,7 @@ package roomserver_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -29,11 +30,12 @@ func BenchmarkSendParallel(b *testing.B) {
 	h := newHarness(b)
 	alice := "@alice:" + server
 	room := h.createRoom(gomatrixserverlib.RoomVersionV12, alice)
+	var n atomic.Int64
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := h.rs.Send(context.Background(), room, msg(alice, "m")); err != nil {
+			if _, err := h.rs.Send(context.Background(), room, msg(alice, fmt.Sprint("m", n.Add(1)))); err != nil {
 				b.Error(err)
 				return
 			}

@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -76,9 +77,9 @@ func (r *room) pdusByNID(tx *storage.Tx, nids []int64) (map[int64]gomatrixserver
 	return out, nil
 }
 
-// authProvider holds just the state events that auth needs for ev, out
-// of a full state: a handful of lookups instead of the whole room.
-func (r *room) authProvider(tx *storage.Tx, state stateMap, ev gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
+// authNIDs picks out of a full state the events that auth needs for ev:
+// a handful of lookups instead of the whole room.
+func (r *room) authNIDs(tx *storage.Tx, state stateMap, ev gomatrixserverlib.PDU) ([]int64, error) {
 	var nids []int64
 	for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples() {
 		typeNID, ok, err := r.rs.nids.lookup(tx, r.pending, true, t.EventType)
@@ -96,6 +97,11 @@ func (r *room) authProvider(tx *storage.Tx, state stateMap, ev gomatrixserverlib
 			nids = append(nids, nid)
 		}
 	}
+	return nids, nil
+}
+
+// authEventsOf is an auth event provider holding the events of nids.
+func (r *room) authEventsOf(tx *storage.Tx, nids []int64) (*gomatrixserverlib.AuthEvents, error) {
 	pdus, err := r.pdusByNID(tx, nids)
 	if err != nil {
 		return nil, err
@@ -105,4 +111,13 @@ func (r *room) authProvider(tx *storage.Tx, state stateMap, ev gomatrixserverlib
 		list = append(list, p)
 	}
 	return gomatrixserverlib.NewAuthEvents(list)
+}
+
+// sameNIDs tells whether two lists hold the same NIDs, ignoring order and
+// repeats.
+func sameNIDs(a, b []int64) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }

@@ -78,6 +78,36 @@ type remoteEvent struct {
 	res         *InputResult
 }
 
+// Verified is an event from another server whose hashes and signatures
+// Verify has checked, as InputVerified takes it. The caller may still set
+// Outlier, StateBefore and Backfilled (backfill decides StateBefore from
+// the parsed event's prev events); JSON and RoomVersion are not read
+// again: the event is the one Verify parsed.
+type Verified struct {
+	InputEvent
+	// Err is why the event was refused; nil if it passed.
+	Err error
+	pdu gomatrixserverlib.PDU
+}
+
+// PDU is the parsed event (its ID already worked out), or nil if it was
+// refused.
+func (v *Verified) PDU() gomatrixserverlib.PDU { return v.pdu }
+
+// Verify parses events from other servers, checks their hashes and
+// signatures and works out their IDs (a hash of the redacted event), on
+// every core: most of what accepting an event from another server costs.
+func (rs *Roomserver) Verify(ctx context.Context, evs []InputEvent) []Verified {
+	out := make([]Verified, len(evs))
+	parallel(len(evs), func(i int) {
+		out[i].InputEvent = evs[i]
+		if out[i].pdu, out[i].Err = rs.parseUntrusted(ctx, evs[i]); out[i].Err == nil {
+			out[i].pdu.EventID() // remembered by the event
+		}
+	})
+	return out
+}
+
 // Input processes events from other servers. Each event's signatures and
 // hashes are checked (on every core: it is most of the cost), new events
 // are written to the durable input log, and each room's worker checks
@@ -87,18 +117,27 @@ type remoteEvent struct {
 // History (backfilled) and outliers are not logged: whoever asked for
 // them asks again.
 func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult {
+	return rs.InputVerified(ctx, rs.Verify(ctx, evs))
+}
+
+// InputVerified is Input for events Verify has checked: backfill verifies
+// a page of history once, works out from the parsed events which need
+// the state before them, and then stores them.
+func (rs *Roomserver) InputVerified(ctx context.Context, evs []Verified) []InputResult {
 	results := make([]InputResult, len(evs))
-	pdus := make([]gomatrixserverlib.PDU, len(evs))
-	parallel(len(evs), func(i int) {
-		pdus[i], results[i].Err = rs.parseUntrusted(ctx, evs[i])
-	})
 	var accepted, logged []*remoteEvent
-	for i, in := range evs {
-		if results[i].Err != nil {
+	for i := range evs {
+		in := &evs[i]
+		switch {
+		case in.Err != nil:
+			results[i].Err = in.Err
+			continue
+		case in.pdu == nil: // a Verified that Verify did not make
+			results[i].Err = &BadEventError{Reason: "event not verified"}
 			continue
 		}
-		results[i].EventID = pdus[i].EventID()
-		re := &remoteEvent{pdu: pdus[i], outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]}
+		results[i].EventID = in.pdu.EventID()
+		re := &remoteEvent{pdu: in.pdu, outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]}
 		accepted = append(accepted, re)
 		if !in.Outlier && !in.Backfilled {
 			logged = append(logged, re)
@@ -106,6 +145,22 @@ func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult
 	}
 	if len(accepted) == 0 {
 		return results
+	}
+	if err := rs.appendInputLog(ctx, logged); err != nil {
+		for _, re := range accepted {
+			re.res.Err = err
+		}
+		return results
+	}
+	rs.dispatch(ctx, accepted)
+	return results
+}
+
+// appendInputLog writes events to the durable input log, each taking its
+// sequence number. Nothing to log (history, outliers) costs no write.
+func (rs *Roomserver) appendInputLog(ctx context.Context, logged []*remoteEvent) error {
+	if len(logged) == 0 {
+		return nil
 	}
 	err := rs.db.Write(ctx, func(tx *storage.Tx) error {
 		for _, re := range logged {
@@ -121,13 +176,9 @@ func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult
 		return nil
 	})
 	if err != nil {
-		for _, re := range accepted {
-			re.res.Err = fmt.Errorf("roomserver: input log: %w", err)
-		}
-		return results
+		return fmt.Errorf("roomserver: input log: %w", err)
 	}
-	rs.dispatch(ctx, accepted)
-	return results
+	return nil
 }
 
 // parallel runs f(0)…f(n-1) on every core.
@@ -353,12 +404,22 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	if err != nil || res.Err != nil {
 		return nil, err
 	}
-	beforeAuth, err := r.authProvider(tx, before.state, ev)
+	beforeNIDs, err := r.authNIDs(tx, before.state, ev)
 	if err != nil {
 		return nil, err
 	}
-	if err := gomatrixserverlib.Allowed(ev, beforeAuth, userIDForSender); err != nil {
-		return nil, r.storeRejected(tx, ev, before.nid, res, "state before: "+err.Error())
+	// The auth rules read nothing but the event and the auth events they
+	// look up: when the state before holds exactly the event's own auth
+	// events (every message of a linear history), this check would give
+	// the answer the first one gave.
+	if !sameNIDs(beforeNIDs, authNIDs) {
+		beforeAuth, err := r.authEventsOf(tx, beforeNIDs)
+		if err != nil {
+			return nil, err
+		}
+		if err := gomatrixserverlib.Allowed(ev, beforeAuth, userIDForSender); err != nil {
+			return nil, r.storeRejected(tx, ev, before.nid, res, "state before: "+err.Error())
+		}
 	}
 
 	if re.backfilled {
@@ -399,26 +460,34 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 // checking a batch of backfilled history costs one query, not several an
 // event. Rows the batch inserts are added as it goes.
 func (r *room) prefetchMeta(tx *storage.Tx, evs []*remoteEvent) error {
+	// Each ID once: a page of history names the same few auth events
+	// a thousand times.
+	r.meta = make(map[string]*storage.Event, len(evs)*2)
 	var ids []string
+	add := func(list ...string) {
+		for _, id := range list {
+			if _, ok := r.meta[id]; !ok {
+				r.meta[id] = nil // known missing, unless the query finds it
+				ids = append(ids, id)
+			}
+		}
+	}
 	for _, re := range evs {
-		ids = append(append(append(ids, re.pdu.EventID()), re.pdu.PrevEventIDs()...), re.pdu.AuthEventIDs()...)
-		ids = append(ids, re.stateBefore...)
+		add(re.pdu.EventID())
+		add(re.pdu.PrevEventIDs()...)
+		add(re.pdu.AuthEventIDs()...)
+		add(re.stateBefore...)
 	}
 	if c := r.createEventID(); c != "" {
-		ids = append(ids, c)
+		add(c)
 	}
 	rows, err := storage.EventMetasByIDTx(tx, ids)
 	if err != nil {
+		r.meta = nil
 		return err
 	}
-	r.meta = make(map[string]*storage.Event, len(ids))
 	for _, row := range rows {
 		r.meta[row.ID] = row
-	}
-	for _, id := range ids {
-		if r.meta[id] == nil {
-			r.meta[id] = nil // known missing
-		}
 	}
 	return nil
 }

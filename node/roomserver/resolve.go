@@ -16,7 +16,11 @@ var jsonUnmarshal = json.Unmarshal
 func (r *room) resolve(tx *storage.Tx, sets []*snapshot) (stateMap, error) {
 	same := true
 	for _, s := range sets[1:] {
-		if !maps.Equal(s.state, sets[0].state) {
+		// Siblings on one tip (concurrent messages) share a snapshot.
+		if s.nid != 0 && s.nid == sets[0].nid {
+			continue
+		}
+		if s.blocks != sets[0].blocks && !maps.Equal(s.state, sets[0].state) {
 			same = false
 			break
 		}

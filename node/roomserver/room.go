@@ -1,11 +1,14 @@
 package roomserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -36,6 +39,9 @@ type request struct {
 	// needs no write (refused, or a repeated transaction).
 	built gomatrixserverlib.PDU
 	early *result
+	// repeats, while preparing: an earlier request of the same
+	// transaction, not committed yet
+	repeats *request
 }
 
 type result struct {
@@ -70,8 +76,9 @@ type room struct {
 		ids   []string
 		depth int64
 	}
-	// transaction IDs of prepared events not yet known to be committed
-	txns map[txnKey]string
+	// requests with a transaction ID prepared and not yet known to be
+	// committed
+	txns map[txnKey]*request
 }
 
 type txnKey struct{ device, id string }
@@ -221,51 +228,111 @@ func preparable(req *request) bool {
 }
 
 // prepare builds, outside the write, the batch's leading requests that
-// preparable allows, each on the one before; afterFlight: on the tip the
-// flight in progress leaves, else on the room's.
+// preparable allows; afterFlight: on the tip the flight in progress
+// leaves, else on the room's. Up to one event per core is built at once,
+// as siblings on the same tip: the chain of event IDs would otherwise
+// keep the hashing and signing on one core.
 func (r *room) prepare(batch []*request, afterFlight bool) {
 	if !afterFlight {
 		r.head.ids, r.head.depth = slices.Clone(r.extIDs), r.row.Depth
 	}
 	if r.txns == nil {
-		r.txns = map[txnKey]string{}
+		r.txns = map[txnKey]*request{}
 	}
+	var build []*request
 	for _, req := range batch {
 		if !preparable(req) {
-			return
+			break
 		}
 		if err := req.ctx.Err(); err != nil {
 			req.early = &result{err: err}
 			continue
 		}
 		ne := req.local[0]
-		key := txnKey{ne.TxnDevice, ne.TxnID}
 		if ne.TxnID != "" {
-			id, ok := r.txns[key]
-			if !ok {
-				var err error
-				id, err = r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
-				if err != nil && !errors.Is(err, storage.ErrNotFound) {
-					req.early = &result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
-					continue
-				}
-			}
-			if id != "" {
-				req.early = &result{ids: []string{id}}
+			key := txnKey{ne.TxnDevice, ne.TxnID}
+			if orig := r.txns[key]; orig != nil {
+				req.repeats = orig
 				continue
 			}
+			id, err := r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
+			switch {
+			case err == nil:
+				req.early = &result{ids: []string{id}}
+				continue
+			case !errors.Is(err, storage.ErrNotFound):
+				req.early = &result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
+				continue
+			}
+			r.txns[key] = req
 		}
-		ev, err := r.buildAllowed(ne, r.head.ids, r.head.depth)
-		if err != nil {
-			req.early = &result{err: err}
-			continue
+		build = append(build, req)
+	}
+	width := min(max(runtime.GOMAXPROCS(0), 1), maxSiblings)
+	for len(build) > 0 {
+		group := siblings(build, width)
+		build = build[len(group):]
+		var wg sync.WaitGroup
+		for _, req := range group[1:] {
+			wg.Go(func() { r.prepareOne(req) })
 		}
-		req.built = ev
-		r.head.ids, r.head.depth = []string{ev.EventID()}, max(r.head.depth, ev.Depth())
-		if ne.TxnID != "" {
-			r.txns[key] = ev.EventID()
+		r.prepareOne(group[0])
+		wg.Wait()
+		var ids []string
+		for _, req := range group {
+			if req.built != nil {
+				ids = append(ids, req.built.EventID())
+				continue
+			}
+			// Refused: a retry of its transaction is tried afresh.
+			if ne := req.local[0]; ne.TxnID != "" {
+				delete(r.txns, txnKey{ne.TxnDevice, ne.TxnID})
+			}
+		}
+		if len(ids) > 0 {
+			r.head.ids, r.head.depth = ids, r.head.depth+1
 		}
 	}
+	for _, req := range batch {
+		if orig := req.repeats; orig != nil {
+			req.repeats = nil
+			if orig.built != nil {
+				req.early = &result{ids: []string{orig.built.EventID()}}
+			} else {
+				req.early = orig.early
+			}
+		}
+	}
+}
+
+// maxSiblings bounds how many events prepare builds on one tip.
+const maxSiblings = 8
+
+// siblings is how many of the requests, up to width, prepare builds on
+// one tip: a request that would make the same event as one before it in
+// the group (same sender, type and content, in the same millisecond)
+// starts the next group, on a different tip.
+func siblings(reqs []*request, width int) []*request {
+	n := 1
+	for ; n < min(width, len(reqs)); n++ {
+		a := reqs[n].local[0]
+		if slices.ContainsFunc(reqs[:n], func(b *request) bool {
+			return a.Sender == b.local[0].Sender && a.Type == b.local[0].Type && bytes.Equal(a.Content, b.local[0].Content)
+		}) {
+			break
+		}
+	}
+	return reqs[:n]
+}
+
+// prepareOne builds one request's event on the head, or its refusal.
+func (r *room) prepareOne(req *request) {
+	ev, err := r.buildAllowed(req.local[0], r.head.ids, r.head.depth)
+	if err != nil {
+		req.early = &result{err: err}
+		return
+	}
+	req.built = ev
 }
 
 // submit starts the batch's write and returns its flight, or answers the
@@ -294,12 +361,14 @@ func (r *room) submit(batch []*request) *flight {
 	var outs []Output
 	write := func(tx *storage.Tx) error {
 		outs = outs[:0]
+		first := true
 		for i, req := range batch {
 			switch {
 			case req.early != nil:
 				results[i] = *req.early
 			case req.built != nil:
-				o, err := r.commitPrepared(tx, req)
+				o, err := r.commitPrepared(tx, req, first)
+				first = false
 				if err != nil {
 					return err
 				}
@@ -557,10 +626,11 @@ func (r *room) send(tx *storage.Tx, ne NewEvent) (Output, string, error) {
 	return out, ev.EventID(), err
 }
 
-// commitPrepared stores an event prepare built. It was built on the tip
-// the write before this one left, which is the room's tip now.
-func (r *room) commitPrepared(tx *storage.Tx, req *request) (Output, error) {
-	if !slices.Equal(req.built.PrevEventIDs(), prevEvents(r.extIDs)) {
+// commitPrepared stores an event prepare built. The batch's first was
+// built on the tip the write before this one left, which must be the
+// room's tip now; the others on it or on each other.
+func (r *room) commitPrepared(tx *storage.Tx, req *request, first bool) (Output, error) {
+	if first && !slices.Equal(req.built.PrevEventIDs(), prevEvents(r.extIDs)) {
 		return Output{}, fmt.Errorf("roomserver: %s: event %s was prepared on a stale tip", r.row.ID, req.built.EventID())
 	}
 	return r.storeLocal(tx, req.built, req.local[0])
@@ -573,7 +643,8 @@ func (r *room) storeLocal(tx *storage.Tx, ev gomatrixserverlib.PDU, ne NewEvent)
 		return Output{}, err
 	}
 	if ne.TxnID != "" {
-		if err := storage.InsertTxn(tx, ne.TxnDevice, r.row.NID, ne.TxnID, r.row.Extremities[0]); err != nil {
+		nid := r.row.Extremities[len(r.row.Extremities)-1] // extend puts the new event last
+		if err := storage.InsertTxn(tx, ne.TxnDevice, r.row.NID, ne.TxnID, nid); err != nil {
 			return Output{}, err
 		}
 	}
@@ -713,11 +784,23 @@ func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
 			return Output{}, err
 		}
 	}
-	r.row.Extremities = []int64{row.NID}
-	r.extIDs = []string{ev.EventID()}
+	r.extend(ev, row.NID)
 	r.row.Depth = max(r.row.Depth, ev.Depth())
 	r.row.SnapshotNID = r.st.snapshot
 	return out, nil
+}
+
+// extend makes a new event the tip: it replaces the extremities it
+// refers to and joins those it does not (a sibling prepared beside it).
+func (r *room) extend(ev gomatrixserverlib.PDU, nid int64) {
+	prev := ev.PrevEventIDs()
+	ids, nids := r.extIDs[:0:0], r.row.Extremities[:0:0]
+	for i, id := range r.extIDs {
+		if !slices.Contains(prev, id) {
+			ids, nids = append(ids, id), append(nids, r.row.Extremities[i])
+		}
+	}
+	r.extIDs, r.row.Extremities = append(ids, ev.EventID()), append(nids, nid)
 }
 
 // redact applies a redaction to its target when the spec allows it: the

@@ -313,3 +313,83 @@ func TestStateSnapshotsShareBlocks(t *testing.T) {
 		t.Fatalf("state blocks hold %d bytes: snapshots are not sharing blocks", entries)
 	}
 }
+
+// Concurrent sends are prepared beside the commit before them, several
+// on one tip: every send is stored once, each event's parents are stored
+// before it, repeated transactions give the first event, equal messages
+// stay distinct events, and the room ends with one forward extremity.
+func TestConcurrentSendsFormAConsistentDAG(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	alice := "@alice:" + server
+	room := h.createRoom(gomatrixserverlib.RoomVersionV11, alice)
+	const senders, each = 6, 60
+	ids := make([][]string, senders)
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			for i := range each {
+				body := fmt.Sprintf("from %d: %d", s, i)
+				if i%10 == 0 {
+					body = "same words" // equal content from every sender
+				}
+				m := msg(alice, body)
+				txn := i
+				if i >= 40 { // the first 20 sent again, among others' new sends
+					txn = i - 40
+				}
+				m.TxnDevice, m.TxnID = "DEV", fmt.Sprintf("t%d", txn*senders+s)
+				got, err := h.rs.Send(ctx, room, m)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids[s] = append(ids[s], got[0])
+			}
+		})
+	}
+	wg.Wait()
+	for s := range senders {
+		for i := 40; i < each; i++ {
+			if ids[s][i] != ids[s][i-40] {
+				t.Fatalf("sender %d: repeated transaction gave %s, first %s", s, ids[s][i], ids[s][i-40])
+			}
+		}
+	}
+	last := h.send(room, msg(alice, "after"))[0]
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pos := map[string]int{}
+	for i, o := range h.outs {
+		if _, dup := pos[o.Event.EventID()]; dup {
+			t.Fatalf("%s entered the stream twice", o.Event.EventID())
+		}
+		pos[o.Event.EventID()] = i
+		for _, p := range o.Event.PrevEventIDs() {
+			if j, ok := pos[p]; !ok || j >= i {
+				t.Fatalf("%s entered the stream before its parent %s", o.Event.EventID(), p)
+			}
+		}
+	}
+	for s := range senders {
+		for _, id := range ids[s] {
+			if _, ok := pos[id]; !ok {
+				t.Fatalf("acknowledged %s is not in the stream", id)
+			}
+		}
+	}
+	if n := len(pos); n != senders*40+6 { // 6: create, member, PL, join rules, visibility, "after"
+		t.Fatalf("%d events in the stream, want %d", n, senders*40+6)
+	}
+	r, err := h.db.RoomByID(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Extremities) != 1 {
+		t.Fatalf("%d forward extremities after a last send, want 1", len(r.Extremities))
+	}
+	if ev, _ := h.rs.Event(ctx, last); ev == nil {
+		t.Fatal("last event missing")
+	}
+}
