@@ -126,15 +126,15 @@ func parseKeys(m map[string]json.RawMessage) ([]storage.OneTimeKey, error) {
 func (a *API) keysQuery(r *http.Request, dev *httputil.Device) (any, error) {
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    *int64              `json:"timeout"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
-	out := map[string]map[string]json.RawMessage{}
-	for user, devices := range req.DeviceKeys {
-		if !strings.HasSuffix(user, ":"+a.cfg.ServerName) {
-			continue // remote users' keys come with federation
-		}
+	mine, remote := splitByServer(a.cfg.ServerName, req.DeviceKeys)
+	deviceKeys := map[string]map[string]json.RawMessage{}
+	master, selfSigning := map[string]json.RawMessage{}, map[string]json.RawMessage{}
+	for user, devices := range mine {
 		keys, err := a.db.DeviceKeys(r.Context(), user, devices)
 		if err != nil {
 			return nil, err
@@ -143,26 +143,44 @@ func (a *API) keysQuery(r *http.Request, dev *httputil.Device) (any, error) {
 		for id, k := range keys {
 			m[id] = k
 		}
-		out[user] = m
+		deviceKeys[user] = m
+	}
+	failures := map[string]any{}
+	if rk := a.remoteKeys(); rk != nil && len(remote) > 0 {
+		var answers map[string]json.RawMessage
+		answers, failures = askServers(r.Context(), keysTimeout(req.Timeout), remote, rk.QueryRemoteKeys)
+		for server, raw := range answers {
+			var res struct {
+				DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+				MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+				SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+			}
+			if err := json.Unmarshal(raw, &res); err != nil {
+				failures[server] = map[string]any{"status": 502, "message": "unreadable answer: " + err.Error()}
+				continue
+			}
+			ownUsers(server, res.DeviceKeys, deviceKeys)
+			ownUsers(server, res.MasterKeys, master)
+			ownUsers(server, res.SelfSigningKeys, selfSigning)
+		}
 	}
 	return map[string]any{
-		"device_keys": out, "failures": map[string]any{},
-		"master_keys": map[string]any{}, "self_signing_keys": map[string]any{}, "user_signing_keys": map[string]any{},
+		"device_keys": deviceKeys, "failures": failures,
+		"master_keys": master, "self_signing_keys": selfSigning, "user_signing_keys": map[string]any{},
 	}, nil
 }
 
 func (a *API) keysClaim(r *http.Request, dev *httputil.Device) (any, error) {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
+	mine, remote := splitByServer(a.cfg.ServerName, req.OneTimeKeys)
 	out := map[string]map[string]map[string]json.RawMessage{}
-	for user, devices := range req.OneTimeKeys {
-		if !strings.HasSuffix(user, ":"+a.cfg.ServerName) {
-			continue
-		}
+	for user, devices := range mine {
 		for device, alg := range devices {
 			k, err := a.db.ClaimOneTimeKey(r.Context(), user, device, alg)
 			if errors.Is(err, storage.ErrNotFound) {
@@ -180,7 +198,22 @@ func (a *API) keysClaim(r *http.Request, dev *httputil.Device) (any, error) {
 			out[user][device] = map[string]json.RawMessage{k.KeyID: k.Key}
 		}
 	}
-	return map[string]any{"one_time_keys": out, "failures": map[string]any{}}, nil
+	failures := map[string]any{}
+	if rk := a.remoteKeys(); rk != nil && len(remote) > 0 {
+		var answers map[string]json.RawMessage
+		answers, failures = askServers(r.Context(), keysTimeout(req.Timeout), remote, rk.ClaimRemoteKeys)
+		for server, raw := range answers {
+			var res struct {
+				OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+			}
+			if err := json.Unmarshal(raw, &res); err != nil {
+				failures[server] = map[string]any{"status": 502, "message": "unreadable answer: " + err.Error()}
+				continue
+			}
+			ownUsers(server, res.OneTimeKeys, out)
+		}
+	}
+	return map[string]any{"one_time_keys": out, "failures": failures}, nil
 }
 
 func (a *API) keysChanges(r *http.Request, dev *httputil.Device) (any, error) {
