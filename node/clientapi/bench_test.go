@@ -33,14 +33,15 @@ func BenchmarkSendParallel(b *testing.B) {
 	alice := n.register("alice")
 	room := n.createRoom(alice, nil)
 	url := n.srv.URL + v3 + "/rooms/" + esc(room) + "/send/m.room.message/"
-	body := []byte(`{"msgtype":"m.text","body":"hello, benchmark"}`)
 	var txn atomic.Int64
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		client := &http.Client{}
 		for pb.Next() {
-			benchPut(b, client, url+fmt.Sprint("p", txn.Add(1)), alice.token, body)
+			n := txn.Add(1)
+			body := fmt.Appendf(nil, `{"msgtype":"m.text","body":"hello, benchmark %d"}`, n)
+			benchPut(b, client, url+fmt.Sprint("p", n), alice.token, body)
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
