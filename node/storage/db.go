@@ -102,6 +102,17 @@ func (t *Tx) Exec(q string, args ...any) (sql.Result, error) {
 	return t.tx.Exec(q, args...)
 }
 
+// Insert runs an INSERT and returns the new row's rowid (its INTEGER
+// PRIMARY KEY). Cheaper than RETURNING, which SQLite serves through a
+// temporary table opened for each statement (felt in the browser).
+func (t *Tx) Insert(q string, args ...any) (int64, error) {
+	res, err := t.Exec(q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
 // QueryRow runs a query expected to return at most one row.
 func (t *Tx) QueryRow(q string, args ...any) *sql.Row {
 	if s := t.stmt(q); s != nil {

@@ -163,7 +163,7 @@ func UnpackNIDs(b []byte) ([]int64, error) {
 
 // NIDs assigns numeric IDs to strings in one of the two ID tables.
 func nidFor(tx *Tx, table, idCol, valCol, val string) (int64, error) {
-	var nid int64
+	var nid int64 // idCol is the table's INTEGER PRIMARY KEY
 	err := tx.QueryRow(`SELECT `+idCol+` FROM `+table+` WHERE `+valCol+` = ?`, val).Scan(&nid)
 	if err == nil {
 		return nid, nil
@@ -171,8 +171,7 @@ func nidFor(tx *Tx, table, idCol, valCol, val string) (int64, error) {
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, err
 	}
-	err = tx.QueryRow(`INSERT INTO `+table+` (`+valCol+`) VALUES (?) RETURNING `+idCol, val).Scan(&nid)
-	return nid, err
+	return tx.Insert(`INSERT INTO `+table+` (`+valCol+`) VALUES (?)`, val)
 }
 
 // LookupNID finds the NID of an event type or a state key without
@@ -231,8 +230,7 @@ func (db *DB) RoomIDOf(ctx context.Context, roomNID int64) (string, error) {
 
 // InsertRoom adds a room and returns its NID.
 func InsertRoom(tx *Tx, roomID, version string) (int64, error) {
-	var nid int64
-	err := tx.QueryRow(`INSERT INTO rooms (room_id, version) VALUES (?, ?) RETURNING room_nid`, roomID, version).Scan(&nid)
+	nid, err := tx.Insert(`INSERT INTO rooms (room_id, version) VALUES (?, ?)`, roomID, version)
 	if err != nil {
 		return 0, fmt.Errorf("insert room %s: %w", roomID, err)
 	}
@@ -291,9 +289,10 @@ func (db *DB) scanEvent(s scanner) (*Event, error) {
 
 // InsertEvent stores an event and returns its NID.
 func InsertEvent(tx *Tx, e *Event) (int64, error) {
-	err := tx.QueryRow(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted, json)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
-		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.Redacted, tx.db.pack(e.JSON)).Scan(&e.NID)
+	var err error
+	e.NID, err = tx.Insert(`INSERT INTO events (room_nid, event_id, type_nid, key_nid, depth, snapshot_nid, rejected, stream_pos, redacted, json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.RoomNID, e.ID, e.TypeNID, e.KeyNID, e.Depth, e.SnapshotNID, e.Rejected, e.StreamPos, e.Redacted, tx.db.pack(e.JSON))
 	if err != nil {
 		return 0, fmt.Errorf("insert event %s: %w", e.ID, err)
 	}
@@ -394,16 +393,12 @@ func InsertStateBlock(tx *Tx, entries []StateEntry) (int64, error) {
 	for _, e := range entries {
 		nids = append(nids, e.TypeNID, e.KeyNID, e.EventNID)
 	}
-	var nid int64
-	err := tx.QueryRow(`INSERT INTO state_blocks (entries) VALUES (?) RETURNING block_nid`, PackNIDs(nids)).Scan(&nid)
-	return nid, err
+	return tx.Insert(`INSERT INTO state_blocks (entries) VALUES (?)`, PackNIDs(nids))
 }
 
 // InsertSnapshot stores a snapshot (a list of block NIDs) for a room.
 func InsertSnapshot(tx *Tx, roomNID int64, blocks []int64) (int64, error) {
-	var nid int64
-	err := tx.QueryRow(`INSERT INTO state_snapshots (room_nid, blocks) VALUES (?, ?) RETURNING snapshot_nid`, roomNID, PackNIDs(blocks)).Scan(&nid)
-	return nid, err
+	return tx.Insert(`INSERT INTO state_snapshots (room_nid, blocks) VALUES (?, ?)`, roomNID, PackNIDs(blocks))
 }
 
 // SnapshotBlocks returns the block NIDs of a snapshot.
@@ -426,10 +421,8 @@ func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, err
 
 // AppendStream adds an event to the output stream and returns its position.
 func AppendStream(tx *Tx, roomNID, eventNID int64, adds, removes []int64) (int64, error) {
-	var pos int64
-	err := tx.QueryRow(`INSERT INTO stream (room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?) RETURNING pos`,
-		roomNID, eventNID, PackNIDs(adds), PackNIDs(removes)).Scan(&pos)
-	return pos, err
+	return tx.Insert(`INSERT INTO stream (room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?)`,
+		roomNID, eventNID, PackNIDs(adds), PackNIDs(removes))
 }
 
 // SetCurrentState applies a state delta to a room's current state.
@@ -585,10 +578,8 @@ func AppendInputLog(tx *Tx, l LoggedInput) (int64, error) {
 	if l.StateBefore != nil {
 		stateBefore, _ = json.Marshal(l.StateBefore)
 	}
-	var seq int64
-	err := tx.QueryRow(`INSERT INTO input_log (room_id, version, outlier, backfilled, state_before, json) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`,
-		l.RoomID, l.Version, l.Outlier, l.Backfilled, stateBefore, l.JSON).Scan(&seq)
-	return seq, err
+	return tx.Insert(`INSERT INTO input_log (room_id, version, outlier, backfilled, state_before, json) VALUES (?, ?, ?, ?, ?, ?)`,
+		l.RoomID, l.Version, l.Outlier, l.Backfilled, stateBefore, l.JSON)
 }
 
 // DeleteInputLog removes a processed event from the input log.

@@ -89,7 +89,9 @@ func (db *DB) MaxAccountDataPos(ctx context.Context) (int64, error) {
 func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int64, error) {
 	var id int64
 	err := db.Write(ctx, func(tx *Tx) error {
-		return tx.QueryRow(`INSERT INTO filters (user_id, filter) VALUES (?, ?) RETURNING filter_id`, userID, filter).Scan(&id)
+		var err error
+		id, err = tx.Insert(`INSERT INTO filters (user_id, filter) VALUES (?, ?)`, userID, filter)
+		return err
 	})
 	return id, err
 }
