@@ -9,7 +9,8 @@ import (
 // A user's device and one-time keys reach a user of another server
 // exactly as uploaded (signatures are checked over the exact objects),
 // each one-time key is claimed once, and a server that cannot be reached
-// is listed in failures rather than failing the request.
+// is listed in failures rather than failing the request; the owner's sync
+// counts its one-time keys down.
 func TestKeysQueryAndClaimAcrossServers(t *testing.T) {
 	n := newNetwork(t)
 	a, b := n.add(), n.add()
@@ -47,6 +48,17 @@ func TestKeysQueryAndClaimAcrossServers(t *testing.T) {
 		t.Fatalf("failures: %v", q.Failures)
 	}
 
+	otkCount := func() int {
+		var res struct {
+			Counts map[string]int `json:"device_one_time_keys_count"`
+		}
+		alice.Do("GET", "/sync?timeout=0", nil, &res)
+		return res.Counts["signed_curve25519"]
+	}
+	if n := otkCount(); n != 1 {
+		t.Fatalf("alice's sync counts %d one-time keys before the claim, want 1", n)
+	}
+
 	claim := func() map[string]json.RawMessage {
 		var c struct {
 			OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
@@ -62,6 +74,10 @@ func TestKeysQueryAndClaimAcrossServers(t *testing.T) {
 	}
 	if again := claim(); len(again) != 0 {
 		t.Fatalf("a one-time key was handed out twice: %v", again)
+	}
+	// Alice's device learns its key was used, so it uploads more.
+	if n := otkCount(); n != 0 {
+		t.Fatalf("alice's sync counts %d one-time keys after bob claimed the only one", n)
 	}
 }
 

@@ -123,7 +123,10 @@ func (n *Node) start() error {
 			Verifier:   verifier,
 			RemotePeer: cfg.RemotePeer,
 			OnEDU:      n.EDU.OnEDU,
-			Logger:     cfg.Logger,
+			// A one-time key claimed by another server changes the
+			// count the device's next sync reports.
+			OnKeysClaimed: n.Sync.OneTimeKeysChanged,
+			Logger:        cfg.Logger,
 		}, n.DB, n.Room)
 		if err != nil {
 			return err

@@ -46,8 +46,12 @@ type Config struct {
 	// OnEDU receives the EDUs other servers send (typing, receipts,
 	// presence, to-device messages, device list updates). It must not
 	// block for long. nil: EDUs are dropped.
-	OnEDU  func(origin string, edu gomatrixserverlib.EDU)
-	Logger *slog.Logger
+	OnEDU func(origin string, edu gomatrixserverlib.EDU)
+	// OnKeysClaimed is told that another server claimed one of a local
+	// device's one-time keys (sync reports the device's key counts).
+	// nil: nobody is told.
+	OnKeysClaimed func(userID, deviceID string)
+	Logger        *slog.Logger
 
 	// Tuning; zero values take the defaults.
 

@@ -185,6 +185,9 @@ func (f *Federation) handleKeysClaim(r *http.Request, _ string, body []byte) (an
 			if err != nil {
 				return nil, err
 			}
+			if f.cfg.OnKeysClaimed != nil {
+				f.cfg.OnKeysClaimed(user, device)
+			}
 			if out[user] == nil {
 				out[user] = map[string]map[string]json.RawMessage{}
 			}
