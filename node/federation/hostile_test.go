@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,4 +238,74 @@ func TestServerACL(t *testing.T) {
 	// Others carry on.
 	ok := b.send(room, msg(bob, "still fine"))
 	a.mustWait(ok...)
+}
+
+// A peer's transactions are handled one at a time: while one waits on the
+// peer itself (events it refers to being fetched from it), the next waits
+// its turn.
+func TestOneTransactionAtATimePerOrigin(t *testing.T) {
+	n := newNet()
+	a := newNode(t, n, "a.test")
+	room := a.publicRoom(a.user("alice"), "shared")
+	pub, key, _ := ed25519.GenerateKey(nil)
+	n.AddKey("slow.test", pub)
+	asked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := n.Serve("slow.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(asked) })
+		<-release
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	unblock := sync.OnceFunc(func() { close(release) })
+	defer unblock() // before srv.Close, which waits for the handler
+
+	state := a.stateIDs(room)
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: "@mallory:slow.test", RoomID: room, Type: "m.room.message", Content: spec.RawJSON(js(map[string]string{"body": "after a gap"})),
+		PrevEvents: []string{"$not-sent-yet"}, Depth: 50,
+		AuthEvents: []string{state["m.room.create|"], state["m.room.power_levels|"], "$mallorys-join-not-sent-yet"},
+	}
+	ev, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11).NewEventBuilderFromProtoEvent(&proto).
+		Build(time.Now(), "slow.test", "ed25519:p2p", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := n.client("slow.test", key, "slow.test")
+	first := make(chan error, 1)
+	go func() {
+		_, err := sendTxn(t, c, "slow.test", "a.test", ev)
+		first <- err
+	}()
+	select { // the first transaction is fetching from slow.test
+	case <-asked:
+	case err := <-first:
+		t.Fatalf("first transaction ended without asking for the missing events: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("slow.test was never asked for the missing events")
+	}
+
+	var released atomic.Bool
+	second := make(chan error, 1)
+	go func() {
+		txn := gomatrixserverlib.Transaction{TransactionID: "second", Origin: "slow.test", Destination: "a.test",
+			OriginServerTS: spec.AsTimestamp(time.Now())}
+		_, err := c.SendTransaction(context.Background(), txn)
+		if !released.Load() {
+			err = errors.New("answered while the first transaction was still running")
+		}
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("second transaction: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	released.Store(true)
+	unblock()
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -44,7 +44,10 @@ func (f *Federation) handleSend(r *http.Request, origin string, body []byte) (an
 		return nil, httputil.Errf(400, "M_TOO_LARGE",
 			fmt.Sprintf("a transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs))
 	}
-	release := f.txnLock(origin, txnID)
+	release, err := f.originLock(r.Context(), origin)
+	if err != nil {
+		return nil, err
+	}
 	defer release()
 	if prev, err := f.db.FedTxnResponse(r.Context(), origin, txnID); err == nil {
 		return json.RawMessage(prev), nil
@@ -72,26 +75,32 @@ func (f *Federation) handleSend(r *http.Request, origin string, body []byte) (an
 	return json.RawMessage(b), nil
 }
 
-// txnLock serialises the processing of one (origin, txn ID), so a retry
-// racing the first attempt waits for its answer.
-func (f *Federation) txnLock(origin, txnID string) func() {
-	key := origin + "\x00" + txnID
+// originLock serialises the transactions of one origin. The spec has a
+// sender wait for each answer before the next transaction, so this costs
+// an honest server nothing; a retry racing its first attempt waits for
+// the first answer, and a peer flooding us in parallel is held to one
+// transaction at a time (the wait ends with the request).
+func (f *Federation) originLock(ctx context.Context, origin string) (func(), error) {
 	for {
 		f.txnMu.Lock()
-		ch, busy := f.txnBusy[key]
+		ch, busy := f.txnBusy[origin]
 		if !busy {
 			ch = make(chan struct{})
-			f.txnBusy[key] = ch
+			f.txnBusy[origin] = ch
 			f.txnMu.Unlock()
 			return func() {
 				f.txnMu.Lock()
-				delete(f.txnBusy, key)
+				delete(f.txnBusy, origin)
 				f.txnMu.Unlock()
 				close(ch)
-			}
+			}, nil
 		}
 		f.txnMu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
