@@ -22,7 +22,7 @@ func TestSpawnedRun(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "hearth/cmd/hearth").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cfg := config{Spawn: true, Hearth: bin, Seq: 30, Workers: 2, PerWork: 15, Latency: 5, Initial: 2}
+	cfg := config{Spawn: true, Hearth: bin, Seq: 30, Workers: 2, PerWork: 15, Latency: 5, Initial: 2, Walks: 2}
 	r, err := run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,13 @@
 // non-zero when something is wrong (an error, a lost or duplicated event),
 // and for missed targets only with --strict. It talks to the node over
 // HTTP only and imports no hearth package.
+//
+// For finding where pagination's time goes: --walks N paginates N times
+// (the table reports the first walk; each prints its pages/s and the CPU
+// milliseconds per page of the node and of the bench, from /proc, which
+// a busy machine disturbs less than wall-clock time), --cpuprofile
+// profiles the bench, and HEARTH_CPUPROFILE=/tmp/hearth-%p.prof in the
+// environment profiles a spawned node (see cmd/hearth/pprof.go).
 package main
 
 import (
@@ -36,6 +43,13 @@ type config struct {
 	Timeout  time.Duration
 	Strict   bool
 	KeepData bool
+	// CPUProfile is where to write the bench client's own CPU profile
+	// (the node's: HEARTH_CPUPROFILE, see cmd/hearth/pprof.go).
+	CPUProfile string
+	// Walks is how many times to back-paginate; the figure is the first
+	// walk's, the others (checked the same way) only print to stderr and
+	// give a profile enough samples.
+	Walks int
 }
 
 func main() {
@@ -51,6 +65,8 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	flag.BoolVar(&cfg.Strict, "strict", false, "exit 1 when a target is missed")
 	flag.BoolVar(&cfg.KeepData, "keep", false, "keep the spawned node's data dir")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the bench client's CPU profile to this file")
+	flag.IntVar(&cfg.Walks, "walks", 1, "back-paginate this many times (the table reports the first; more are for profiling and raise the RSS read after them)")
 	flag.Parse()
 	if cfg.Spawn == (cfg.URL != "") {
 		fmt.Fprintln(os.Stderr, "hearth-bench: give exactly one of --url or --spawn")
@@ -58,7 +74,13 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-bench:", err)
+		os.Exit(2)
+	}
 	r, err := run(ctx, cfg)
+	stopProfile()
 	if r != nil {
 		r.print(os.Stdout)
 	}
@@ -144,11 +166,26 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.InitialSyncMS = ms(d)
 	done()
 	done = step("back-pagination")
+	cpu := startCPU(node)
 	pg, err := b.paginate(ctx)
 	if err != nil {
 		return r, err
 	}
+	r.PageNodeCPUMS, r.PageBenchCPUMS = cpu.perPage(pg.Pages)
 	done()
+	fmt.Fprintf(os.Stderr, "walk 1: %.0f pages/s, %s\n", pg.PagesPerS, cpu.String(pg.Pages))
+	for i := 2; i <= cfg.Walks; i++ {
+		cpu := startCPU(node)
+		again, err := b.paginate(ctx)
+		if err != nil {
+			return r, err
+		}
+		if len(again.Missing) > 0 || len(again.Duplicates) > 0 || !again.ReachedTop {
+			return r, fmt.Errorf("walk %d: %d events missing, %d duplicated, reached the top: %v",
+				i, len(again.Missing), len(again.Duplicates), again.ReachedTop)
+		}
+		fmt.Fprintf(os.Stderr, "walk %d: %.0f pages/s, %s\n", i, again.PagesPerS, cpu.String(again.Pages))
+	}
 	r.Pages, r.PagesPerS, r.PagedEvents = pg.Pages, pg.PagesPerS, pg.Events
 	r.Sent, r.Missing, r.Duplicates = len(b.sent), len(pg.Missing), len(pg.Duplicates)
 	var problems []error

@@ -10,12 +10,16 @@ import (
 // results is what one run measured; zero means "not measured". The JSON
 // names are what scripts (and the README's table) read.
 type results struct {
-	SeqPerS          float64 `json:"seq_sends_per_s"`
-	ConcPerS         float64 `json:"concurrent_sends_per_s"`
-	SyncP50MS        float64 `json:"send_to_sync_p50_ms"`
-	SyncP95MS        float64 `json:"send_to_sync_p95_ms"`
-	InitialSyncMS    float64 `json:"initial_sync_ms"`
-	PagesPerS        float64 `json:"messages_pages_per_s"`
+	SeqPerS       float64 `json:"seq_sends_per_s"`
+	ConcPerS      float64 `json:"concurrent_sends_per_s"`
+	SyncP50MS     float64 `json:"send_to_sync_p50_ms"`
+	SyncP95MS     float64 `json:"send_to_sync_p95_ms"`
+	InitialSyncMS float64 `json:"initial_sync_ms"`
+	PagesPerS     float64 `json:"messages_pages_per_s"`
+	// CPU milliseconds per /messages page of the node (when spawned) and
+	// of the bench client: steadier than pages/s on a busy machine.
+	PageNodeCPUMS    float64 `json:"messages_node_cpu_ms_per_page,omitempty"`
+	PageBenchCPUMS   float64 `json:"messages_bench_cpu_ms_per_page,omitempty"`
 	Pages            int     `json:"messages_pages"`
 	PagedEvents      int     `json:"messages_events"`
 	Sent             int     `json:"events_sent"`

@@ -51,7 +51,10 @@ func main() {
 	// After the first signal, restore the default so a second one kills
 	// a shutdown that hangs.
 	go func() { <-ctx.Done(); stop() }()
-	if err := run(ctx, opts, log); err != nil {
+	stopProfile := startProfile()
+	err = run(ctx, opts, log)
+	stopProfile()
+	if err != nil {
 		log.Error("hearth stopped", "err", err)
 		os.Exit(1)
 	}

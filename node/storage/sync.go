@@ -36,6 +36,8 @@ const (
 	stMembership
 	stStreamDesc
 	stStreamAsc
+	stStreamEventsDesc
+	stStreamEventsAsc
 	stStreamRow
 	stStateChanges
 	stCurrentState
@@ -108,6 +110,14 @@ var syncQueries = [numSyncStmts]string{
 	stStreamAsc: `SELECT s.pos, s.adds, s.removes, ` + syncEventCols + `
 		FROM stream s JOIN events e ON e.event_nid = s.event_nid
 		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos ASC`,
+	// A /messages page (messages.go): the events alone, without the rows'
+	// state changes nor the columns the page does not read.
+	stStreamEventsDesc: `SELECT s.pos, ` + pageEventCols + `
+		FROM stream s JOIN events e ON e.event_nid = s.event_nid
+		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos DESC`,
+	stStreamEventsAsc: `SELECT s.pos, ` + pageEventCols + `
+		FROM stream s JOIN events e ON e.event_nid = s.event_nid
+		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos ASC`,
 	stStreamRow: `SELECT room_nid, event_nid, adds, removes FROM stream WHERE pos = ?`,
 	// Rows that changed state. Written so that a partial index
 	// "ON stream (room_nid, pos) WHERE adds != x'' OR removes != x''"
@@ -172,9 +182,10 @@ var syncQueries = [numSyncStmts]string{
 	stMemberCounts: `SELECT (SELECT COUNT(*) FROM memberships WHERE room_nid = ?1 AND membership = 'join'),
 		(SELECT COUNT(*) FROM memberships WHERE room_nid = ?1 AND membership = 'invite')`,
 	// The index is (room_nid, membership, user_id): the ORDER BY walks it
-	// and the LIMIT stops the walk, whatever the room's size.
+	// and Heroes stops reading after the first few, whatever the room's
+	// size.
 	stHeroes: `SELECT user_id FROM memberships WHERE room_nid = ?1 AND membership = 'join' AND user_id != ?2
-		ORDER BY user_id LIMIT ?3`,
+		ORDER BY user_id`,
 }
 
 // SyncStore runs sync's migrations (and the accounts', whose key tables
@@ -366,7 +377,8 @@ type StreamRow struct {
 // StreamEach walks a room's stream rows with after < pos <= upto, newest
 // first when desc, calling fn for each until it returns false. The row
 // and its Event.JSON are only valid during the call (they point into the
-// database's buffers: copy what you keep); Adds and Removes are copies.
+// database's buffers or one reused between rows: copy what you keep);
+// Adds and Removes are copies.
 func (ss *SyncSnapshot) StreamEach(roomNID, after, upto int64, desc bool, fn func(*StreamRow) bool) error {
 	st := stStreamAsc
 	if desc {
@@ -379,6 +391,7 @@ func (ss *SyncSnapshot) StreamEach(roomNID, after, upto int64, desc bool, fn fun
 	defer rows.Close()
 	var r StreamRow
 	var adds, removes, js sql.RawBytes
+	var buf []byte // the unpacked JSON, reused row after row
 	e := &r.Event
 	for rows.Next() {
 		if err := rows.Scan(&r.Pos, &adds, &removes, &e.NID, &e.ID, &e.TypeNID, &e.KeyNID, &e.SnapshotNID, &e.StreamPos, &e.Redacted, &js); err != nil {
@@ -391,7 +404,7 @@ func (ss *SyncSnapshot) StreamEach(roomNID, after, upto int64, desc bool, fn fun
 		if len(removes) > 0 {
 			r.Removes = append([]byte(nil), removes...)
 		}
-		e.JSON = ss.s.db.Unpack(js)
+		buf, e.JSON = ss.s.db.unpackInto(buf, js)
 		if !fn(&r) {
 			break
 		}
@@ -703,5 +716,18 @@ func (ss *SyncSnapshot) MemberCounts(roomNID int64) (joined, invited int, err er
 // Heroes returns up to max joined members of a room other than userID,
 // in user ID order: a stable pick whose cost does not grow with the room.
 func (ss *SyncSnapshot) Heroes(roomNID int64, userID string, max int) ([]string, error) {
-	return ss.stringList(stHeroes, roomNID, userID, max)
+	rows, err := ss.stmt(stHeroes).QueryContext(ss.ctx, roomNID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: heroes of room %d: %w", roomNID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for len(out) < max && rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("storage: heroes of room %d: %w", roomNID, err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }

@@ -1,10 +1,8 @@
 package syncapi
 
 import (
-	"bytes"
 	"container/list"
 	"encoding/json"
-	"fmt"
 	"sync"
 
 	"hearth/node/storage"
@@ -40,88 +38,11 @@ type event struct {
 // with "unsigned" always present and last.
 func parseEvent(roomID string, se *storage.SyncEvent) (*event, error) {
 	ev := &event{NID: se.NID, ID: se.ID, Redacted: se.Redacted, StreamPos: se.StreamPos, SnapshotNID: se.SnapshotNID}
-	var content, unsigned, ts []byte
-	var redacts string
-	bad := false
-	str := func(v []byte) string {
-		s, ok := jsonString(v)
-		bad = bad || !ok
-		return s
+	b, err := appendClientEvent(nil, ev, roomID, se, nil)
+	if err != nil {
+		return nil, err
 	}
-	err := eachField(se.JSON, func(k, v []byte) bool {
-		switch string(k) {
-		case `"type"`:
-			ev.Type = str(v)
-		case `"sender"`:
-			ev.Sender = str(v)
-		case `"state_key"`:
-			sk := str(v)
-			ev.StateKey = &sk
-		case `"content"`:
-			content = v
-		case `"unsigned"`:
-			unsigned = v
-		case `"origin_server_ts"`:
-			ts = v
-		case `"redacts"`:
-			redacts = str(v)
-		}
-		return !bad
-	})
-	if err != nil || bad || ev.Type == "" || len(content) == 0 || content[0] != '{' {
-		return nil, fmt.Errorf("event %s: malformed stored JSON", se.ID)
-	}
-	if len(ts) == 0 || ts[0] < '0' || ts[0] > '9' {
-		ts = []byte("0")
-	}
-	if ev.Type == "m.room.member" || ev.Type == "m.room.redaction" || ev.Type == "m.room.history_visibility" ||
-		bytes.Contains(content, []byte(`"url"`)) {
-		eachField(content, func(k, v []byte) bool {
-			switch string(k) {
-			case `"membership"`:
-				ev.Membership, _ = jsonString(v)
-			case `"history_visibility"`:
-				ev.Visibility, _ = jsonString(v)
-			case `"url"`:
-				ev.HasURL = len(v) > 0 && v[0] == '"'
-			case `"redacts"`:
-				if redacts == "" && ev.Type == "m.room.redaction" {
-					redacts, _ = jsonString(v)
-				}
-			}
-			return true
-		})
-	}
-
-	b := make([]byte, 0, len(content)+len(unsigned)+len(ev.ID)+len(roomID)+len(ev.Sender)+len(ev.Type)+128)
-	b = append(b, `{"content":`...)
-	b = append(b, content...)
-	b = append(b, `,"event_id":`...)
-	b = appendString(b, ev.ID)
-	b = append(b, `,"origin_server_ts":`...)
-	b = append(b, ts...)
-	b = append(b, `,"room_id":`...)
-	b = appendString(b, roomID)
-	b = append(b, `,"sender":`...)
-	b = appendString(b, ev.Sender)
-	if ev.StateKey != nil {
-		b = append(b, `,"state_key":`...)
-		b = appendString(b, *ev.StateKey)
-	}
-	b = append(b, `,"type":`...)
-	b = appendString(b, ev.Type)
-	if redacts != "" {
-		b = append(b, `,"redacts":`...)
-		b = appendString(b, redacts)
-	}
-	b = append(b, `,"unsigned":`...)
-	ev.unsignedAt = len(b)
-	if len(unsigned) >= 2 && unsigned[0] == '{' {
-		b = append(b, unsigned...)
-	} else {
-		b = append(b, "{}"...)
-	}
-	ev.JSON = append(b, '}')
+	ev.JSON = b
 	return ev, nil
 }
 

@@ -1,6 +1,7 @@
 package syncapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 )
@@ -24,6 +25,14 @@ func skipWS(b []byte, i int) int {
 // skipString returns the index just past the string starting at b[i]
 // ('"'), and whether it holds escapes.
 func skipString(b []byte, i int) (int, bool, error) {
+	// Most strings have no escapes: find the closing quote at once.
+	j := bytes.IndexByte(b[i+1:], '"')
+	if j < 0 {
+		return 0, false, errBadJSON
+	}
+	if bytes.IndexByte(b[i+1:i+1+j], '\\') < 0 {
+		return i + 2 + j, false, nil
+	}
 	esc := false
 	for i++; i < len(b); i++ {
 		switch b[i] {

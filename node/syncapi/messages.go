@@ -25,8 +25,9 @@ type messagesResponse struct {
 
 // HandleMessages serves GET /_matrix/client/v3/rooms/{roomId}/messages:
 // a page of a room's timeline in either direction from a pagination or
-// sync token. One indexed query reads a page (more only when a filter
-// drops events), and parsed events come from the cache.
+// sync token. One indexed query reads a page's events with their stream
+// positions (more only when a filter drops events); events come from the
+// cache or are formatted from their stored JSON (see scanPage).
 func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 	dev := httputil.DeviceFrom(r.Context())
 	if dev == nil {
@@ -71,9 +72,11 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 	var rm roomInfo
 	var acc *access
 	var lo, hi int64
-	var window []storage.StreamRow
-	var evs []*event
-	var more, backfilled bool
+	var page pageScan
+	var backfilled bool
+	// The page's events live in the arena until the answer is written.
+	arena := newPageArena()
+	defer arena.release()
 	for attempt := 0; ; attempt++ {
 		if rd, err = s.newReader(r.Context(), dev.UserID, dev.DeviceID); err != nil {
 			httputil.WriteError(w, r, err)
@@ -86,14 +89,14 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		lo, hi = pageBounds(desc, acc.limit, from, hasFrom, to, hasTo)
-		if window, evs, more, err = rd.scan(rm, lo, hi, desc, limit, f); err != nil {
+		if page, err = rd.scanPage(rm, lo, hi, desc, limit, f, arena); err != nil {
 			rd.close()
 			httputil.WriteError(w, r, err)
 			return
 		}
 		// Reaching the start of what this node holds, going back: ask
 		// other servers for older history once, then read again.
-		if !desc || more || hasTo || attempt > 0 || s.cfg.Backfill == nil {
+		if !desc || page.more || hasTo || attempt > 0 || s.cfg.Backfill == nil {
 			break
 		}
 		rd.close()
@@ -117,16 +120,16 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// More may wait on other servers even when this page ran out here.
-	if (more || backfilled) && len(window) > 0 {
-		last := window[len(window)-1].Pos
+	if (page.more || backfilled) && page.rows > 0 {
 		if desc {
-			res.End = pageToken(last - 1)
+			res.End = pageToken(page.last - 1)
 		} else {
-			res.End = pageToken(last)
+			res.End = pageToken(page.last)
 		}
 	}
 	// History visibility and ignored users, event by event.
-	if evs, err = rd.readable(rm, acc, evs); err != nil {
+	evs, err := rd.readable(rm, acc, page.evs)
+	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
@@ -142,7 +145,7 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeRaw(w, res.appendJSON(nil))
+	writePage(w, &res)
 }
 
 // pageBounds turns /messages' from and to into the stream positions the
