@@ -54,12 +54,7 @@ func TestParseEventMatchesClientEventFormat(t *testing.T) {
 		if err != nil {
 			t.Fatalf("v%s send: %v", v, err)
 		}
-		red := roomserver.NewEvent{Sender: alice, Type: "m.room.redaction", Content: json.RawMessage(`{"redacts":"` + ids[2] + `"}`)}
-		if v == gomatrixserverlib.RoomVersionV10 {
-			red.Redacts = ids[2]
-			red.Content = json.RawMessage(`{}`)
-		}
-		if _, err := rs.Send(ctx, room, red); err != nil {
+		if _, err := rs.Send(ctx, room, redaction(v, alice, ids[2])); err != nil {
 			t.Fatalf("v%s redact: %v", v, err)
 		}
 		pdus, err := rs.CurrentState(ctx, room)
@@ -133,4 +128,13 @@ func FuzzEachField(f *testing.F) {
 			}
 		}
 	})
+}
+
+// redaction redacts target in room version v: in content from version
+// 11 on, at the top level before.
+func redaction(v gomatrixserverlib.RoomVersion, sender, target string) roomserver.NewEvent {
+	if v == gomatrixserverlib.RoomVersionV10 {
+		return roomserver.NewEvent{Sender: sender, Type: "m.room.redaction", Redacts: target, Content: json.RawMessage(`{}`)}
+	}
+	return roomserver.NewEvent{Sender: sender, Type: "m.room.redaction", Content: json.RawMessage(`{"redacts":"` + target + `"}`)}
 }

@@ -95,12 +95,7 @@ func TestPageArenaMatchesParseEvent(t *testing.T) {
 		if _, err := rs.Send(ctx, room, chat...); err != nil {
 			t.Fatalf("v%s chat: %v", v, err)
 		}
-		red := roomserver.NewEvent{Sender: alice, Type: "m.room.redaction", Content: json.RawMessage(`{"redacts":"` + ids[6] + `"}`)}
-		if v == gomatrixserverlib.RoomVersionV10 {
-			red.Redacts = ids[6]
-			red.Content = json.RawMessage(`{}`)
-		}
-		if _, err := rs.Send(ctx, room, red); err != nil {
+		if _, err := rs.Send(ctx, room, redaction(v, alice, ids[6])); err != nil {
 			t.Fatalf("v%s redact: %v", v, err)
 		}
 		row, err := db.RoomByID(ctx, room)
