@@ -194,6 +194,9 @@ func (n *Node) Close() error {
 	if n.EDU != nil {
 		n.EDU.Close()
 	}
+	if n.bf != nil {
+		n.bf.Close() // its read-aheads use federation's client
+	}
 	if n.Fed != nil {
 		n.Fed.Close()
 	}

@@ -12,7 +12,6 @@ package backfill
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,15 +41,27 @@ type Backfiller struct {
 	origin spec.ServerName
 	log    *slog.Logger
 
+	mu     sync.Mutex
+	rooms  map[string]*roomBackfill
+	aheads int // read-aheads held or running, at most maxAheads
+	closed bool
+	wg     sync.WaitGroup // read-aheads running
+}
+
+// roomBackfill is one room's backfill state.
+type roomBackfill struct {
 	// one backfill per room at a time: concurrent /messages calls for the
 	// same gap wait for the first and then find it filled.
-	mu    sync.Mutex
-	rooms map[string]*sync.Mutex
+	run sync.Mutex
+	// the next page, fetched and verified while this one was stored;
+	// guarded by Backfiller.mu
+	ahead *readAhead
 }
 
 // MinLimit and MaxLimit bound how many events one /backfill request asks
 // for: what the client's page wants, but at least a useful batch and at
-// most what one request should carry.
+// most what one request should carry (and what the serving side caps it
+// to).
 const (
 	MinLimit = 100
 	MaxLimit = 1000
@@ -67,21 +78,59 @@ func New(rs *roomserver.Roomserver, client Client, origin spec.ServerName, log *
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Backfiller{rs: rs, client: client, origin: origin, log: log, rooms: map[string]*sync.Mutex{}}
+	return &Backfiller{rs: rs, client: client, origin: origin, log: log, rooms: map[string]*roomBackfill{}}
+}
+
+// Close stops the pages being read ahead and waits for them. Backfill
+// still works after Close, without reading ahead.
+func (b *Backfiller) Close() {
+	b.mu.Lock()
+	b.closed = true
+	for _, st := range b.rooms {
+		if ra := st.ahead; ra != nil {
+			st.ahead = nil
+			b.release(ra)
+		}
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // Backfill fetches about limit events of a room's history from before
 // the oldest event this node holds, trying the servers most likely to have
 // it until one answers. It reports whether it stored any. A room whose
 // timeline already reaches its creation needs nothing.
+//
+// While it stores a page it fetches and verifies the next one from the
+// same server, for the next call: a client paging back through history
+// then waits for storing alone.
 func (b *Backfiller) Backfill(ctx context.Context, roomID string, limit int) (bool, error) {
-	lock := b.roomLock(roomID)
-	lock.Lock()
-	defer lock.Unlock()
+	st := b.room(roomID)
+	st.run.Lock()
+	defer st.run.Unlock()
 
 	from, oldest, err := b.rs.BackwardExtremities(ctx, roomID)
 	if err != nil || len(from) == 0 {
+		b.dropAhead(st)
 		return false, err
+	}
+	version, err := b.rs.RoomVersion(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	limit = min(max(limit, MinLimit), MaxLimit)
+	if p := b.takeAhead(ctx, st, version, from); p != nil {
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		n, err := b.store(sctx, st, roomID, version, p, limit)
+		cancel()
+		if err == nil && n > 0 {
+			b.log.Debug("backfilled", "room", roomID, "server", p.server, "events", n, "read_ahead", true)
+			return true, nil
+		}
+		if err != nil {
+			b.log.Info("backfill: the page read ahead was not stored", "room", roomID, "server", p.server, "err", err)
+		}
+		// Whatever went wrong, the servers are asked afresh.
 	}
 	servers, err := b.servers(ctx, roomID, oldest)
 	if err != nil {
@@ -90,7 +139,11 @@ func (b *Backfiller) Backfill(ctx context.Context, roomID string, limit int) (bo
 	var errs []error
 	for _, s := range servers {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
-		n, err := b.from(sctx, s, roomID, from, min(max(limit, MinLimit), MaxLimit))
+		p := b.fetchPage(sctx, s, roomID, version, from, limit)
+		n, err := 0, p.err
+		if err == nil {
+			n, err = b.store(sctx, st, roomID, version, p, limit)
+		}
 		cancel()
 		if err == nil && n > 0 {
 			b.log.Debug("backfilled", "room", roomID, "server", s, "events", n)
@@ -109,15 +162,15 @@ func (b *Backfiller) Backfill(ctx context.Context, roomID string, limit int) (bo
 	return false, nil
 }
 
-func (b *Backfiller) roomLock(roomID string) *sync.Mutex {
+func (b *Backfiller) room(roomID string) *roomBackfill {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	l := b.rooms[roomID]
-	if l == nil {
-		l = &sync.Mutex{}
-		b.rooms[roomID] = l
+	st := b.rooms[roomID]
+	if st == nil {
+		st = &roomBackfill{}
+		b.rooms[roomID] = st
 	}
-	return l
+	return st
 }
 
 // servers lists who to ask, best first: the servers with members joined
@@ -166,124 +219,4 @@ func (b *Backfiller) servers(ctx context.Context, roomID, oldest string) ([]spec
 		out = out[:maxServers]
 	}
 	return out, nil
-}
-
-// from backfills from one server, returning how many events it stored.
-func (b *Backfiller) from(ctx context.Context, s spec.ServerName, roomID string, ids []string, limit int) (int, error) {
-	version, err := b.rs.RoomVersion(ctx, roomID)
-	if err != nil {
-		return 0, err
-	}
-	txn, err := b.client.Backfill(ctx, b.origin, s, roomID, limit, ids)
-	if err != nil {
-		return 0, err
-	}
-	evs := parse(txn.PDUs, version, roomID)
-	if len(evs) == 0 {
-		return 0, nil
-	}
-	// Oldest first, so each event's prev events are in before it.
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
-
-	var prevs []string
-	for _, ev := range evs {
-		prevs = append(prevs, ev.PrevEventIDs()...)
-	}
-	_, inTimeline, err := b.rs.Have(ctx, prevs)
-	if err != nil {
-		return 0, err
-	}
-	batch := map[string]bool{}
-	input := make([]roomserver.InputEvent, 0, len(evs))
-	for _, ev := range evs {
-		in := roomserver.InputEvent{Origin: string(s), RoomVersion: version, JSON: ev.JSON(), Backfilled: true}
-		// Where the history we got begins (its prev events neither here
-		// nor in this batch), the state before it comes from the server.
-		if slices.ContainsFunc(ev.PrevEventIDs(), func(p string) bool { return !inTimeline[p] && !batch[p] }) {
-			if in.StateBefore, err = b.stateBefore(ctx, s, roomID, version, ev.EventID()); err != nil {
-				return 0, err
-			}
-		}
-		batch[ev.EventID()] = true
-		input = append(input, in)
-	}
-	stored := 0
-	for i, res := range b.rs.Input(ctx, input) {
-		var rej *roomserver.RejectedError
-		switch {
-		case res.Err == nil:
-			stored++
-		case errors.As(res.Err, &rej):
-			// Kept as rejected: never served, and never asked for again.
-		default:
-			b.log.Info("backfilled event not stored", "room", roomID, "event", evs[i].EventID(), "err", res.Err)
-		}
-	}
-	return stored, nil
-}
-
-// stateBefore asks s for the state before an event and makes sure every
-// event of it (and of its auth chain) is stored, returning the state's
-// event IDs.
-func (b *Backfiller) stateBefore(ctx context.Context, s spec.ServerName, roomID string, version gomatrixserverlib.RoomVersion, eventID string) ([]string, error) {
-	ids, err := b.client.LookupStateIDs(ctx, b.origin, s, roomID, eventID)
-	if err != nil {
-		return nil, fmt.Errorf("state_ids at %s: %w", eventID, err)
-	}
-	if err := b.fetch(ctx, s, roomID, version, append(append([]string{}, ids.AuthEventIDs...), ids.StateEventIDs...)); err != nil {
-		return nil, err
-	}
-	return ids.StateEventIDs, nil
-}
-
-// fetch stores the events we lack among ids as outliers, oldest first so
-// each one's auth events are in before it.
-func (b *Backfiller) fetch(ctx context.Context, s spec.ServerName, roomID string, version gomatrixserverlib.RoomVersion, ids []string) error {
-	stored, _, err := b.rs.Have(ctx, ids)
-	if err != nil {
-		return err
-	}
-	var evs []gomatrixserverlib.PDU
-	for _, id := range ids {
-		if stored[id] {
-			continue
-		}
-		txn, err := b.client.GetEvent(ctx, b.origin, s, id)
-		if err != nil {
-			return fmt.Errorf("event %s: %w", id, err)
-		}
-		got := parse(txn.PDUs, version, roomID)
-		if len(got) != 1 || got[0].EventID() != id {
-			return fmt.Errorf("event %s: the server sent something else", id)
-		}
-		evs = append(evs, got[0])
-	}
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
-	in := make([]roomserver.InputEvent, len(evs))
-	for i, ev := range evs {
-		in[i] = roomserver.InputEvent{Origin: string(s), RoomVersion: version, JSON: ev.JSON(), Outlier: true}
-	}
-	for i, res := range b.rs.Input(ctx, in) {
-		if res.Err != nil {
-			return fmt.Errorf("state event %s: %w", evs[i].EventID(), res.Err)
-		}
-	}
-	return nil
-}
-
-// parse reads the events of a federation answer that belong to roomID. It
-// checks nothing: the roomserver verifies what it is given.
-func parse(pdus []json.RawMessage, version gomatrixserverlib.RoomVersion, roomID string) []gomatrixserverlib.PDU {
-	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil {
-		return nil
-	}
-	out := make([]gomatrixserverlib.PDU, 0, len(pdus))
-	for _, js := range pdus {
-		ev, err := verImpl.NewEventFromUntrustedJSON(js)
-		if err == nil && ev.RoomID().String() == roomID {
-			out = append(out, ev)
-		}
-	}
-	return out
 }

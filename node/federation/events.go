@@ -1,7 +1,6 @@
 package federation
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,45 +55,53 @@ func (f *Federation) hostInRoom(ctx context.Context, roomID, server string) (*st
 	return row, nil
 }
 
-// stored loads an event of a room for serving: not found if it is
-// unknown, rejected, or of another room.
-func (f *Federation) stored(ctx context.Context, room *storage.Room, eventID string) (*storage.Event, gomatrixserverlib.PDU, error) {
-	ev, err := f.db.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (ev.Rejected || (room != nil && ev.RoomNID != room.NID))) {
-		return nil, nil, httputil.NotFound("unknown event")
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	version := ""
-	if room != nil {
-		version = room.Version
-	} else if version, err = f.db.RoomVersionOf(ctx, ev.RoomNID); err != nil {
-		return nil, nil, err
-	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
-	if err != nil {
-		return nil, nil, err
-	}
-	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(ev.ID, ev.JSON, ev.Redacted)
-	if err != nil {
-		return nil, nil, err
-	}
-	return ev, pdu, nil
+// joinedViewer is the viewer for a server hostInRoom has found joined to
+// room.
+func (f *Federation) joinedViewer(server string, room *storage.Room) *viewer {
+	vw := f.vis.viewer(server)
+	vw.joined[room.NID] = true
+	return vw
 }
 
-// servable is an event as server may have it: whole if history
-// visibility lets it see it, else redacted (the graph stays connected,
-// the content is withheld). Redacted events are stored redacted.
-func (f *Federation) servable(ctx context.Context, server string, ev *storage.Event, pdu gomatrixserverlib.PDU) (json.RawMessage, bool, error) {
-	ok, err := f.vis.allowed(ctx, server, ev, pdu)
+// stored loads an event of a room for serving, with its room's version:
+// not found if it is unknown, rejected, or of another room.
+func (f *Federation) stored(ctx context.Context, room *storage.Room, eventID string) (*storage.Event, string, error) {
+	ev, err := f.db.EventByID(ctx, eventID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && !servableRow(room, ev)) {
+		return nil, "", httputil.NotFound("unknown event")
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if room != nil {
+		return ev, room.Version, nil
+	}
+	version, err := f.db.RoomVersionOf(ctx, ev.RoomNID)
+	if err != nil {
+		return nil, "", err
+	}
+	return ev, version, nil
+}
+
+// servableRow tells whether a stored event may be served at all: never a
+// rejected one, and (room given) only one of that room.
+func servableRow(room *storage.Room, ev *storage.Event) bool {
+	return !ev.Rejected && (room == nil || ev.RoomNID == room.NID)
+}
+
+// servable is an event as the viewer's server may have it: whole if
+// history visibility lets it see it, else redacted (the graph stays
+// connected, the content is withheld). Redacted events are stored
+// redacted.
+func (f *Federation) servable(ctx context.Context, vw *viewer, ev *storage.Event, version string) (json.RawMessage, bool, error) {
+	ok, err := vw.allowed(ctx, ev)
 	if err != nil {
 		return nil, false, err
 	}
 	if ok || ev.Redacted {
 		return ev.JSON, ok, nil
 	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
 	if err != nil {
 		return nil, false, err
 	}
@@ -104,11 +111,11 @@ func (f *Federation) servable(ctx context.Context, server string, ev *storage.Ev
 
 // handleEvent serves GET /v1/event/{eventId} to servers allowed to see it.
 func (f *Federation) handleEvent(r *http.Request, origin string, _ []byte) (any, error) {
-	ev, pdu, err := f.stored(r.Context(), nil, r.PathValue("eventId"))
+	ev, version, err := f.stored(r.Context(), nil, r.PathValue("eventId"))
 	if err != nil {
 		return nil, err
 	}
-	js, ok, err := f.servable(r.Context(), origin, ev, pdu)
+	js, ok, err := f.servable(r.Context(), f.vis.viewer(origin), ev, version)
 	if err != nil {
 		return nil, err
 	}
@@ -130,14 +137,15 @@ func (f *Federation) stateAt(r *http.Request, origin string) (state, auth []goma
 	if eventID == "" {
 		return nil, nil, httputil.MissingParam("event_id is required")
 	}
-	ev, pdu, err := f.stored(ctx, room, eventID)
+	ev, version, err := f.stored(ctx, room, eventID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if ev.SnapshotNID == 0 {
 		return nil, nil, httputil.NotFound("the state at this event is not known here")
 	}
-	if _, ok, err := f.servable(ctx, origin, ev, pdu); err != nil || !ok {
+	vw := f.joinedViewer(origin, room)
+	if _, ok, err := f.servable(ctx, vw, ev, version); err != nil || !ok {
 		if err == nil {
 			err = httputil.Forbidden("history visibility hides this event from your server")
 		}
@@ -193,11 +201,12 @@ func (f *Federation) handleEventAuth(r *http.Request, origin string, _ []byte) (
 	if err != nil {
 		return nil, err
 	}
-	ev, pdu, err := f.stored(ctx, room, r.PathValue("eventId"))
+	ev, version, err := f.stored(ctx, room, r.PathValue("eventId"))
 	if err != nil {
 		return nil, err
 	}
-	if _, ok, err := f.servable(ctx, origin, ev, pdu); err != nil || !ok {
+	vw := f.joinedViewer(origin, room)
+	if _, ok, err := f.servable(ctx, vw, ev, version); err != nil || !ok {
 		if err == nil {
 			err = httputil.Forbidden("history visibility hides this event from your server")
 		}
@@ -210,79 +219,9 @@ func (f *Federation) handleEventAuth(r *http.Request, origin string, _ []byte) (
 	return map[string][]json.RawMessage{"auth_chain": jsons(auth)}, nil
 }
 
-// walk visits the events before start (prev_events, backwards), newest
-// first, each once, skipping those in skip and, below minDepth, not going
-// further; it stops after limit events. Events we do not hold end their
-// branch.
-func (f *Federation) walk(ctx context.Context, room *storage.Room, start []string, skip map[string]bool, includeStart bool, minDepth int64, limit int) ([]*storage.Event, []gomatrixserverlib.PDU, error) {
-	seen := map[string]bool{}
-	for id := range skip {
-		seen[id] = true
-	}
-	q := &depthHeap{}
-	push := func(id string) {
-		if seen[id] {
-			return
-		}
-		seen[id] = true
-		ev, pdu, err := f.stored(ctx, room, id)
-		if err != nil {
-			return // unknown, rejected or foreign: the branch ends here
-		}
-		heap.Push(q, walkItem{ev, pdu})
-	}
-	var rows []*storage.Event
-	var pdus []gomatrixserverlib.PDU
-	for _, id := range start {
-		if includeStart {
-			push(id)
-			continue
-		}
-		seen[id] = true
-		if _, pdu, err := f.stored(ctx, room, id); err == nil {
-			for _, p := range pdu.PrevEventIDs() {
-				push(p)
-			}
-		}
-	}
-	for q.Len() > 0 && len(rows) < limit {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
-		}
-		it := heap.Pop(q).(walkItem)
-		if it.pdu.Depth() < minDepth {
-			continue
-		}
-		rows = append(rows, it.ev)
-		pdus = append(pdus, it.pdu)
-		for _, p := range it.pdu.PrevEventIDs() {
-			push(p)
-		}
-	}
-	return rows, pdus, nil
-}
-
-type walkItem struct {
-	ev  *storage.Event
-	pdu gomatrixserverlib.PDU
-}
-
-// depthHeap pops the deepest (newest) event first.
-type depthHeap []walkItem
-
-func (h depthHeap) Len() int           { return len(h) }
-func (h depthHeap) Less(i, j int) bool { return h[i].pdu.Depth() > h[j].pdu.Depth() }
-func (h depthHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *depthHeap) Push(x any)        { *h = append(*h, x.(walkItem)) }
-func (h *depthHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
-}
-
 // handleBackfill serves GET /v1/backfill/{roomId}?v=...&limit=: the given
-// events and those before them, newest first, up to limit.
+// events and those before them, newest first, up to limit. The events go
+// out as stored (canonical JSON), not decoded and encoded again.
 func (f *Federation) handleBackfill(r *http.Request, origin string, _ []byte) (any, error) {
 	ctx := r.Context()
 	room, err := f.hostInRoom(ctx, r.PathValue("roomId"), origin)
@@ -298,19 +237,47 @@ func (f *Federation) handleBackfill(r *http.Request, origin string, _ []byte) (a
 	if err != nil || limit <= 0 {
 		return nil, httputil.InvalidParam("limit must be a positive integer")
 	}
-	rows, pdus, err := f.walk(ctx, room, from, nil, true, 0, min(limit, maxBackfill))
+	rows, err := f.walk(ctx, room, from, nil, true, 0, min(limit, maxBackfill))
 	if err != nil {
 		return nil, err
 	}
+	vw := f.joinedViewer(origin, room)
 	out := make([]json.RawMessage, 0, len(rows))
-	for i, ev := range rows {
-		js, _, err := f.servable(ctx, origin, ev, pdus[i])
+	for _, ev := range rows {
+		js, _, err := f.servable(ctx, vw, ev, room.Version)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, js)
 	}
-	return f.txn(out), nil
+	return f.rawTxn(out)
+}
+
+// rawTxn is a transaction written out directly: its PDUs are stored
+// events, canonical JSON already, so they need no checking and compacting
+// by encoding/json (a thousand of them are most of a /backfill answer).
+func (f *Federation) rawTxn(pdus []json.RawMessage) (json.RawMessage, error) {
+	origin, err := json.Marshal(string(f.cfg.ServerName))
+	if err != nil {
+		return nil, err
+	}
+	n := 64 + len(origin)
+	for _, p := range pdus {
+		n += len(p) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"origin":`...)
+	b = append(b, origin...)
+	b = append(b, `,"origin_server_ts":`...)
+	b = strconv.AppendInt(b, time.Now().UnixMilli(), 10)
+	b = append(b, `,"pdus":[`...)
+	for i, p := range pdus {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, p...)
+	}
+	return append(b, "]}"...), nil
 }
 
 // handleGetMissingEvents serves POST /v1/get_missing_events/{roomId}: the
@@ -339,13 +306,14 @@ func (f *Federation) handleGetMissingEvents(r *http.Request, origin string, body
 	for _, id := range req.Earliest {
 		skip[id] = true
 	}
-	rows, pdus, err := f.walk(ctx, room, req.Latest, skip, false, req.MinDepth, limit)
+	rows, err := f.walk(ctx, room, req.Latest, skip, false, req.MinDepth, limit)
 	if err != nil {
 		return nil, err
 	}
+	vw := f.joinedViewer(origin, room)
 	out := make([]json.RawMessage, len(rows))
 	for i := range rows {
-		js, _, err := f.servable(ctx, origin, rows[i], pdus[i])
+		js, _, err := f.servable(ctx, vw, rows[i], room.Version)
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -117,6 +118,7 @@ func (f *Federation) authed(h handler) http.Handler {
 		}
 		if raw, ok := v.(json.RawMessage); ok {
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
 			w.WriteHeader(http.StatusOK)
 			w.Write(raw)
 			return

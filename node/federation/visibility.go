@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/matrix-org/gomatrixserverlib"
-
 	"hearth/node/storage"
 )
 
@@ -56,23 +54,53 @@ func newVisibility(db *storage.DB) *visibility {
 	return &visibility{db: db, keyServer: map[int64]string{}, blocks: map[int64][]storage.StateEntry{}, snaps: map[snapKey]snapVis{}}
 }
 
-// allowed reports whether server may see ev (a stored event of room).
-func (v *visibility) allowed(ctx context.Context, server string, ev *storage.Event, pdu gomatrixserverlib.PDU) (bool, error) {
-	if ev.SnapshotNID == 0 {
-		n, err := v.db.JoinedLocalCount(ctx, ev.RoomNID, server)
-		return n > 0, err
+// viewer is one server's view of events for one request: whether the
+// server has a member joined now is read at most once a room, not once an
+// event (a page of /backfill asks about a thousand).
+type viewer struct {
+	vis    *visibility
+	server string
+	joined map[int64]bool // room NID → joined now
+}
+
+func (v *visibility) viewer(server string) *viewer {
+	return &viewer{vis: v, server: server, joined: map[int64]bool{}}
+}
+
+func (vw *viewer) joinedNow(ctx context.Context, roomNID int64) (bool, error) {
+	if j, ok := vw.joined[roomNID]; ok {
+		return j, nil
 	}
-	sv, err := v.atSnapshot(ctx, ev.SnapshotNID, server)
+	n, err := vw.vis.db.JoinedLocalCount(ctx, roomNID, vw.server)
+	if err != nil {
+		return false, err
+	}
+	vw.joined[roomNID] = n > 0
+	return n > 0, nil
+}
+
+// allowed reports whether the server may see ev (a stored event).
+func (vw *viewer) allowed(ctx context.Context, ev *storage.Event) (bool, error) {
+	if ev.SnapshotNID == 0 {
+		return vw.joinedNow(ctx, ev.RoomNID)
+	}
+	sv, err := vw.vis.atSnapshot(ctx, ev.SnapshotNID, vw.server)
 	if err != nil {
 		return false, err
 	}
 	// The event's own membership counts: a server sees its user's join.
-	if pdu.Type() == "m.room.member" && pdu.StateKey() != nil && serverOf(*pdu.StateKey()) == server {
-		switch membershipOf(pdu.Content()) {
-		case "join":
-			sv.joined = true
-		case "invite":
-			sv.invited = true
+	if ev.TypeNID == memberTypeNID && ev.KeyNID != 0 {
+		servers, err := vw.vis.serversOf(ctx, map[int64]int64{ev.KeyNID: ev.NID})
+		if err != nil {
+			return false, err
+		}
+		if servers[ev.KeyNID] == vw.server {
+			switch eventMembership(ev.JSON) {
+			case "join":
+				sv.joined = true
+			case "invite":
+				sv.invited = true
+			}
 		}
 	}
 	switch sv.visibility {
@@ -87,8 +115,7 @@ func (v *visibility) allowed(ctx context.Context, server string, ev *storage.Eve
 	if sv.joined || sv.invited {
 		return true, nil
 	}
-	n, err := v.db.JoinedLocalCount(ctx, ev.RoomNID, server)
-	return n > 0, err
+	return vw.joinedNow(ctx, ev.RoomNID)
 }
 
 func membershipOf(content []byte) string {
@@ -97,6 +124,15 @@ func membershipOf(content []byte) string {
 	}
 	json.Unmarshal(content, &c)
 	return c.Membership
+}
+
+// eventMembership is a member event's content.membership, from its JSON.
+func eventMembership(eventJSON []byte) string {
+	var e struct {
+		Content json.RawMessage `json:"content"`
+	}
+	json.Unmarshal(eventJSON, &e)
+	return membershipOf(e.Content)
 }
 
 // atSnapshot reads the history visibility and server's memberships in a
