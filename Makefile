@@ -90,7 +90,7 @@ test-race:
 test-wasm: wasm web
 	node "$(GOROOT)/lib/wasm/wasm_exec_node.js" $(WASM_OUT)
 	GOOS=js GOARCH=wasm $(GO) vet ./wasm/... ./p2p/...
-	PATH="$(GOROOT)/lib/wasm:$$PATH" GOOS=js GOARCH=wasm $(GO) test ./wasm/opfs/
+	PATH="$(GOROOT)/lib/wasm:$$PATH" GOOS=js GOARCH=wasm $(GO) test ./wasm/ ./wasm/opfs/
 
 # Test files are web/test/**/*.test.mjs, named explicitly: given a directory,
 # Node 20 would also run every other .js file under test/ (pages, workers).

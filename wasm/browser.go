@@ -11,16 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sync"
-	"syscall/js"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"hearth/node"
-	"hearth/node/httputil"
 	"hearth/node/storage"
 	"hearth/p2p/fedhttp"
 	"hearth/p2p/host"
@@ -28,17 +25,38 @@ import (
 	"hearth/wasm/opfs"
 )
 
-// browserNode is the node this worker runs, once started.
+// browserNode is the node this worker runs. It starts in stages, each
+// answering more as soon as it can (see start): the identity (server name,
+// /_matrix/client/versions and /_hearth/v1/status), then storage and the
+// node (the whole client API), then libp2p, which connects in the
+// background while clients already use the node.
 type browserNode struct {
 	log *slog.Logger
 
-	mu         sync.Mutex
-	started    chan struct{} // closed when start has finished (either way)
-	startErr   error
-	n          *node.Node
-	h          *host.Host
+	mu       sync.Mutex
+	begun    bool
+	id       *identity.Identity // set once the identity is known
+	early    http.Handler       // answers versions before storage is open
+	ready    chan struct{}      // closed once the node serves (or failed to start)
+	startErr error
+	n        *node.Node
+	h        *host.Host
+	hostErr  error
+	// persistent: storage is OPFS (false: memdb, gone with the tab).
 	persistent bool
-	bootMS     float64
+	boot       bootTimes
+	fed        *fedActivity
+	// p2p is closed when the libp2p host is up (or failed to start): the
+	// node's federation transport waits for it.
+	p2p chan struct{}
+}
+
+// bootTimes is how long each stage of start took, in milliseconds: the
+// browser tests print them, and the page shows where its wait went.
+type bootTimes struct {
+	Identity float64 `json:"identity_ms"` // the key from the seed, server name
+	Storage  float64 `json:"storage_ms"`  // OPFS probe, SQLite open, migrations, the node's components
+	P2P      float64 `json:"p2p_ms"`      // the libp2p host (connecting goes on after)
 }
 
 type startArgs struct {
@@ -47,56 +65,61 @@ type startArgs struct {
 	Relays    []string `json:"relays"`
 }
 
-// start opens storage, starts the libp2p host and the node. A second call
-// waits for the first and returns its outcome.
-func (b *browserNode) start(raw []byte) (any, error) {
-	b.mu.Lock()
-	if b.started != nil {
-		ch := b.started
-		b.mu.Unlock()
-		<-ch
-		if b.startErr != nil {
-			return nil, b.startErr
-		}
-		return b.status()
-	}
-	b.started = make(chan struct{})
-	b.mu.Unlock()
-	t0 := time.Now()
-	err := b.doStart(raw)
-	b.mu.Lock()
-	b.startErr = err
-	b.bootMS = float64(time.Since(t0).Microseconds()) / 1000
-	close(b.started)
-	b.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	return b.status()
+func newBrowserNode(log *slog.Logger) *browserNode {
+	return &browserNode{log: log, ready: make(chan struct{}), p2p: make(chan struct{}), fed: newFedActivity()}
 }
 
-func (b *browserNode) doStart(raw []byte) error {
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// start takes the node's identity and returns as soon as the node answers
+// /_matrix/client/versions and /_hearth/v1/status with it; storage, the
+// node and libp2p start on in the background (ready tells when the node
+// serves everything). Later calls start nothing and return the status.
+func (b *browserNode) start(raw []byte) (any, error) {
+	b.mu.Lock()
+	if b.begun {
+		b.mu.Unlock()
+		return b.status()
+	}
+	b.begun = true
+	b.mu.Unlock()
+
 	var args startArgs
+	fail := func(err error) (any, error) {
+		b.finish(err)
+		return nil, err
+	}
 	if err := json.Unmarshal(raw, &args); err != nil {
-		return fmt.Errorf("start: bad arguments: %w", err)
+		return fail(fmt.Errorf("start: bad arguments: %w", err))
 	}
 	seed, err := hex.DecodeString(args.Seed)
 	if err != nil || len(seed) != ed25519.SeedSize {
-		return fmt.Errorf("start: the identity seed must be %d bytes of hex", ed25519.SeedSize)
-	}
-	id, err := identity.New(ed25519.NewKeyFromSeed(seed))
-	if err != nil {
-		return fmt.Errorf("start: identity: %w", err)
+		return fail(fmt.Errorf("start: the identity seed must be %d bytes of hex", ed25519.SeedSize))
 	}
 	boot, err := multiaddrs(args.Bootstrap)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	relays, err := multiaddrs(args.Relays)
 	if err != nil {
-		return err
+		return fail(err)
 	}
+	t0 := time.Now()
+	id, err := identity.New(ed25519.NewKeyFromSeed(seed))
+	if err != nil {
+		return fail(fmt.Errorf("start: identity: %w", err))
+	}
+	b.mu.Lock()
+	b.id, b.early = id, earlyAPI(id.ServerName)
+	b.boot.Identity = ms(time.Since(t0))
+	b.mu.Unlock()
+	go b.startNode(id, boot, relays)
+	return b.status()
+}
 
+// startNode opens storage and starts the node, then the libp2p host.
+func (b *browserNode) startNode(id *identity.Identity, boot, relays []ma.Multiaddr) {
+	t0 := time.Now()
 	// OPFS with one exclusive connection (no shared memory for WAL in
 	// js/wasm); without OPFS, memdb, not persistent, shared so that
 	// SQLite keeps its in-memory journal.
@@ -106,15 +129,6 @@ func (b *browserNode) doStart(raw []byte) error {
 		db = storage.Options{Path: "/hearth.db", VFS: "memdb"}
 		b.log.Warn("OPFS is not available: this node is NOT persistent")
 	}
-
-	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	h, err := host.New(ctx, host.Options{Identity: id, Bootstrap: boot, Relays: relays, Logger: b.log})
-	if err != nil {
-		return fmt.Errorf("start libp2p: %w", err)
-	}
-	tHost := time.Since(t0)
 	n, err := node.New(node.Config{
 		ServerName:       id.ServerName,
 		KeyID:            identity.KeyID,
@@ -122,7 +136,9 @@ func (b *browserNode) doStart(raw []byte) error {
 		KeyOf:            identity.PublicKeyOf,
 		DB:               db,
 		OpenRegistration: true, // only this origin's pages reach the handler
-		Transport:        h.RoundTripper(),
+		// Federation waits for the libp2p host, which starts after the
+		// node: clients get their node first.
+		Transport: b.fed.wrap(roundTripFunc(b.roundTrip)),
 		RemotePeer: func(r *http.Request) (string, bool) {
 			name := fedhttp.RemoteServerName(r)
 			return name, name != ""
@@ -130,14 +146,50 @@ func (b *browserNode) doStart(raw []byte) error {
 		Logger: b.log,
 	})
 	if err != nil {
-		h.Close()
-		return fmt.Errorf("start node: %w", err)
+		b.finish(fmt.Errorf("start node: %w", err))
+		close(b.p2p)
+		return
 	}
-	tNode := time.Since(t0) - tHost
-	if err := h.Serve(n.FederationHandler()); err != nil {
-		n.Close()
-		h.Close()
-		return fmt.Errorf("serve federation: %w", err)
+	b.mu.Lock()
+	b.n, b.persistent = n, persistent
+	b.boot.Storage = ms(time.Since(t0))
+	b.mu.Unlock()
+	b.finish(nil)
+	b.log.Info("browser node serving", "server_name", id.ServerName, "persistent", persistent,
+		"identity_ms", b.boot.Identity, "storage_ms", b.boot.Storage)
+	b.startP2P(n, id, boot, relays)
+}
+
+// finish ends the storage stage: requests waiting for the node go on.
+func (b *browserNode) finish(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.startErr = err
+	select {
+	case <-b.ready:
+	default:
+		close(b.ready)
+	}
+}
+
+// startP2P starts the libp2p host (it dials its bootstrap peers and
+// relays in the background) and serves federation on it.
+func (b *browserNode) startP2P(n *node.Node, id *identity.Identity, boot, relays []ma.Multiaddr) {
+	defer close(b.p2p)
+	t0 := time.Now()
+	h, err := host.New(context.Background(), host.Options{Identity: id, Bootstrap: boot, Relays: relays, Logger: b.log})
+	if err == nil {
+		if err = h.Serve(n.FederationHandler()); err != nil {
+			h.Close()
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.boot.P2P = ms(time.Since(t0))
+	if err != nil {
+		b.hostErr = fmt.Errorf("start libp2p: %w", err)
+		b.log.Error("libp2p did not start: this node does not federate", "err", err)
+		return
 	}
 	// Queued federation traffic for a peer goes as soon as it connects.
 	h.LibP2P().Network().Notify(&network.NotifyBundle{
@@ -145,13 +197,28 @@ func (b *browserNode) doStart(raw []byte) error {
 			go n.PeerOnline(fedhttp.ServerNameOf(c.RemotePeer()))
 		},
 	})
-	b.mu.Lock()
-	b.n, b.h, b.persistent = n, h, persistent
-	b.mu.Unlock()
-	b.log.Info("browser node started", "server_name", id.ServerName, "persistent", persistent,
-		"host", tHost.Round(time.Millisecond), "node", tNode.Round(time.Millisecond))
-	return nil
+	b.h = h
 }
+
+// roundTrip carries the node's federation requests once libp2p is up.
+func (b *browserNode) roundTrip(r *http.Request) (*http.Response, error) {
+	select {
+	case <-b.p2p:
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	b.mu.Lock()
+	h, err := b.h, b.hostErr
+	b.mu.Unlock()
+	if h == nil {
+		return nil, err
+	}
+	return h.RoundTripper().RoundTrip(r)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func multiaddrs(ss []string) ([]ma.Multiaddr, error) {
 	out := make([]ma.Multiaddr, 0, len(ss))
@@ -165,85 +232,28 @@ func multiaddrs(ss []string) ([]ma.Multiaddr, error) {
 	return out, nil
 }
 
-// running waits for start and returns the node and host.
-func (b *browserNode) running() (*node.Node, *host.Host, error) {
+// running waits until the node serves and returns it.
+func (b *browserNode) running(ctx context.Context) (*node.Node, error) {
 	b.mu.Lock()
-	ch := b.started
+	begun := b.begun
 	b.mu.Unlock()
-	if ch == nil {
-		return nil, nil, errors.New("the node is not started")
+	if !begun {
+		return nil, errors.New("the node is not started")
 	}
-	<-ch
+	select {
+	case <-b.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.n, b.h, b.startErr
+	return b.n, b.startErr
 }
 
-// Status is the browser node's answer to /_hearth/v1/status: the native
-// node's fields (DESIGN.md, "Contracts") plus whether storage persists.
-type Status struct {
-	ServerName string          `json:"server_name"`
-	PeerID     string          `json:"peer_id"`
-	Addrs      []string        `json:"addrs"`
-	Peers      []host.PeerInfo `json:"peers"`
-	Persistent bool            `json:"persistent"`
-	BootMS     float64         `json:"boot_ms"`
-	// OPFS is the storage VFS's work so far: its share of the time tells
-	// the cost of the browser's file system from SQLite's and ours.
-	OPFS opfs.Stats `json:"opfs"`
-}
-
-func (b *browserNode) status() (any, error) {
-	_, h, err := b.running()
-	if err != nil {
+// waitReady waits until the node serves, and returns its status.
+func (b *browserNode) waitReady() (any, error) {
+	if _, err := b.running(context.Background()); err != nil {
 		return nil, err
 	}
-	st := Status{ServerName: h.ServerName(), PeerID: h.ID().String(), Addrs: []string{}, Peers: h.Peers()}
-	for _, a := range h.Addrs() {
-		st.Addrs = append(st.Addrs, a.String())
-	}
-	if st.Peers == nil {
-		st.Peers = []host.PeerInfo{}
-	}
-	b.mu.Lock()
-	st.Persistent, st.BootMS = b.persistent, b.bootMS
-	b.mu.Unlock()
-	st.OPFS = opfs.ReadStats()
-	return st, nil
-}
-
-// serve answers one request from the page: /_hearth/v1/status here, the
-// rest through the node's client API. It waits for the node to start.
-func (b *browserNode) serve(req *http.Request) (js.Value, error) {
-	n, _, err := b.running()
-	rec := httptest.NewRecorder()
-	switch {
-	case err != nil:
-		httputil.WriteError(rec, req, httputil.Errf(http.StatusServiceUnavailable, "M_UNKNOWN", "the browser node did not start: "+err.Error()))
-	case req.URL.Path == "/_hearth/v1/status":
-		st, err := b.status()
-		if err != nil {
-			return js.Undefined(), err
-		}
-		httputil.WriteJSON(rec, http.StatusOK, st)
-	default:
-		cors(n.Handler()).ServeHTTP(rec, req)
-	}
-	return responseToJS(rec), nil
-}
-
-// cors answers preflights and labels answers as the native node does, so
-// Matrix clients in the page see the same API either way.
-func cors(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return b.status()
 }

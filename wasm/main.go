@@ -4,16 +4,27 @@
 //
 // In a browser dedicated worker (web/app/node-worker.js, which holds the
 // Web Lock "hearth-node" before it loads this program) it registers the
-// global hearthNode with three methods, each returning a Promise:
+// global hearthNode, calls the global hearthLoaded() if there is one, and
+// answers through these methods, each returning a Promise:
 //
-//	start(json)  -> json  open storage (OPFS, or memdb when OPFS is
-//	                      missing), start the libp2p host and the node;
+//	start(json)  -> json  take the node's identity and answer with its
+//	                      status as soon as /_hearth/v1/status and
+//	                      /_matrix/client/versions answer; storage (OPFS,
+//	                      or memdb when OPFS is missing), the node and then
+//	                      libp2p start on in the background;
 //	                      json is {"seed": hex ed25519 seed,
 //	                      "bootstrap": [multiaddr], "relays": [multiaddr]}
+//	ready()      -> json  the status once the node serves the whole client
+//	                      API (storage is open); rejects if it failed
 //	request(method, url, headers, body) -> {status, headers, body}
 //	                      one HTTP request through the node's client API;
-//	                      headers are [[name, value]], body a Uint8Array
-//	status()     -> json  {server_name, peer_id, addrs, peers, persistent}
+//	                      headers are "name: value" lines (a request's
+//	                      may also be [[name, value]]), body a Uint8Array
+//	requests([[method, url, headers, body], ...]) -> [Promise]
+//	                      several at once: they run concurrently in Go
+//	                      before control returns to the browser, so their
+//	                      writes share commits (see requests)
+//	status()     -> json  as /_hearth/v1/status (see Status)
 //
 // Outside a worker (under Node, as `make test-wasm` runs it) it runs the
 // smoke test in smoke.go instead.
@@ -39,25 +50,63 @@ func main() {
 		return
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	b := &browserNode{log: logger}
+	b := newBrowserNode(logger)
 	api := js.Global().Get("Object").New()
 	api.Set("start", js.FuncOf(func(_ js.Value, args []js.Value) any {
 		raw := argString(args, 0)
 		return promise(func() (any, error) { return b.start([]byte(raw)) })
 	}))
+	api.Set("ready", js.FuncOf(func(_ js.Value, _ []js.Value) any {
+		return promise(b.waitReady)
+	}))
 	api.Set("status", js.FuncOf(func(_ js.Value, _ []js.Value) any {
-		return promise(func() (any, error) { return b.status() })
+		return promise(b.status)
 	}))
 	api.Set("request", js.FuncOf(func(_ js.Value, args []js.Value) any {
-		req, err := requestFromJS(args)
-		if err != nil {
-			return rejected(err)
-		}
-		return promiseValue(func() (js.Value, error) { return b.serve(req) })
+		return b.request(args)
+	}))
+	api.Set("requests", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		return b.requests(args)
 	}))
 	js.Global().Set("hearthNode", api)
 	logger.Info("hearth wasm loaded")
+	if f := js.Global().Get("hearthLoaded"); f.Type() == js.TypeFunction {
+		f.Invoke()
+	}
 	select {} // serve calls until the worker is terminated
+}
+
+// request starts serving one request and returns its Promise.
+func (b *browserNode) request(args []js.Value) js.Value {
+	req, err := requestFromJS(args)
+	if err != nil {
+		return rejected(err)
+	}
+	return promiseValue(func() (js.Value, error) { return b.serve(req), nil })
+}
+
+// requests starts serving a batch of requests and returns their Promises.
+// Go under js/wasm runs every runnable goroutine before it returns to the
+// browser, so a request handed over alone is served to its end (commit
+// included) before the browser even delivers the next one, and no two
+// sends ever share a commit. Handed over together, their goroutines are
+// all runnable at once: the room workers and the storage writer see them
+// together and batch them.
+func (b *browserNode) requests(args []js.Value) js.Value {
+	out := js.Global().Get("Array").New()
+	if len(args) == 0 || args[0].Type() != js.TypeObject {
+		return out
+	}
+	list := args[0]
+	for i := range list.Length() {
+		item := list.Index(i)
+		parts := make([]js.Value, item.Length())
+		for j := range parts {
+			parts[j] = item.Index(j)
+		}
+		out.Call("push", b.request(parts))
+	}
+	return out
 }
 
 func argString(args []js.Value, i int) string {

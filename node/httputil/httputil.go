@@ -120,3 +120,23 @@ func DecodeJSON(body []byte, v any) error {
 	}
 	return nil
 }
+
+// CORS lets Matrix clients served from other origins call the API, as the
+// spec's "Web Browser Clients" section asks: every answer carries the
+// headers, and a preflight OPTIONS is answered here without reaching the
+// endpoint's logic. The native node and the browser node both wrap their
+// client API in it, so clients see the same API either way.
+func CORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

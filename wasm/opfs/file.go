@@ -31,13 +31,14 @@ type shared struct {
 	views map[int]js.Value // buf.subarray(0, n), by n
 	at    js.Value         // the {at: offset} options object, reused
 
-	// A WAL frame header written but held back, to go out in one call
-	// with the page that always follows it (see WriteAt).
-	wal        bool
-	held       []byte
-	heldOff    int64
-	holding    bool
-	joinBuffer []byte
+	// WAL appends not written yet: a transaction's frames go to the
+	// browser in one call, when its commit frame is complete (see
+	// WriteAt).
+	wal     bool
+	pend    []byte
+	pendOff int64
+	// commitFrame: the frame being appended is a transaction's last.
+	commitFrame bool
 }
 
 // Scratch buffer sizes: SQLite reads and writes a page (4 KiB by default)
@@ -81,7 +82,7 @@ func (s *shared) view(n int) js.Value {
 func (s *shared) close() error {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
-	err := s.flushHeld()
+	err := s.flushPending()
 	if _, cerr := call(s.h, "close"); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("opfs: closing %s: %w", s.name, cerr))
 	}

@@ -61,8 +61,12 @@ func (fs *fsys) Open(name string, flags vfs.OpenFlag) (vfs.File, vfs.OpenFlag, e
 	return &file{shared: s, fs: fs}, flags, nil
 }
 
-// openHandle gets the file's handle and its sync access handle.
+// openHandle gets the file's handle and its sync access handle (or the
+// one the worker opened beforehand, see PreopenedGlobal).
 func openHandle(name string, create bool) (js.Value, error) {
+	if h, ok := takePreopened(name); ok {
+		return h, nil
+	}
 	dir, base, err := parentDir(name, create)
 	if err != nil {
 		if isJSError(err, errNotFound) {
@@ -146,7 +150,7 @@ func (fs *fsys) Access(name string, _ vfs.AccessFlag) (bool, error) {
 	name = clean(name)
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if _, open := fs.files[name]; open {
+	if _, open := fs.files[name]; open || isPreopened(name) {
 		return true, nil
 	}
 	dir, base, err := parentDir(name, false)

@@ -5,25 +5,34 @@
 //      forwards every request to the leader over the BroadcastChannel
 //      'hearth-node' and takes over (same storage, same name) when the
 //      leader's tab closes,
-//   2. loads its identity seed from OPFS (or makes one),
-//   3. asks the native node that served the page for its libp2p addresses
-//      (/_hearth/v1/status; the service worker lets this worker's own
-//      fetches through to the network),
-//   4. starts the Go node, then answers requests.
+//   2. at once and all together: compiles hearth.wasm (streaming), opens
+//      the database's OPFS files for the Go VFS (installing the native
+//      node's empty schema on a first start), loads its identity seed from
+//      OPFS (or makes one), and asks the native node that served the page
+//      for its libp2p addresses (/_hearth/v1/status; the service worker
+//      lets this worker's own fetches through),
+//   3. starts the Go node in stages: it answers /_hearth/v1/status and
+//      /_matrix/client/versions as soon as it has its identity
+//      ('answering'), the whole client API once storage is open
+//      ('ready'); libp2p connects after that, in the background.
 //
 // Protocol (from the page, and from service workers through MessagePorts
 // the page hands over):
 //   request  {id, method, url, headers: [[k, v]], body: ArrayBuffer|null}
 //   answer   {id, status, headers: [[k, v]], body: ArrayBuffer} | {id, error}
 // Page-only messages: {port} adds a MessagePort speaking the protocol;
-// to the page: {state: 'waiting'|'starting'|'ready'|'failed', ...}; a
-// follower's 'ready' status carries follower: true.
+// to the page: {state: 'waiting'|'starting'|'answering'|'ready'|'failed',
+// status?, error?}; a follower's status carries follower: true. Statuses
+// carry marks: when each boot step ended, in ms since the epoch (the page
+// turns them into ms since its navigation).
 'use strict'
 importScripts('./wasm_exec.js')
 
 const LOCK = 'hearth-node'
 const SEED_FILE = 'hearth-identity.seed'
-const t0 = performance.now()
+const marks = {}
+const mark = (k) => { marks[k] = performance.timeOrigin + performance.now() }
+mark('worker_start')
 
 function tell (msg) { postMessage(msg) }
 
@@ -63,11 +72,11 @@ async function loadSeed () {
   try {
     dir = await navigator.storage.getDirectory()
   } catch (e) {
-    return { seed: hex(crypto.getRandomValues(new Uint8Array(32))), persistent: false }
+    return hex(crypto.getRandomValues(new Uint8Array(32)))
   }
   const fh = await dir.getFileHandle(SEED_FILE, { create: true })
   const have = new Uint8Array(await (await fh.getFile()).arrayBuffer())
-  if (have.length === 32) return { seed: hex(have), persistent: true }
+  if (have.length === 32) return hex(have)
   const seed = crypto.getRandomValues(new Uint8Array(32))
   // A sync access handle flushes before we go on: the seed is durable
   // before the first event is signed with it.
@@ -79,7 +88,7 @@ async function loadSeed () {
   } finally {
     h.close()
   }
-  return { seed: hex(seed), persistent: true }
+  return hex(seed)
 }
 
 // nativePeers asks the native node that served the page for its WebSocket
@@ -96,34 +105,121 @@ async function nativePeers () {
   }
 }
 
-async function boot () {
-  await holdLock()
-  const tLock = performance.now()
-  tell({ state: 'starting' })
+// loadWasm compiles and instantiates hearth.wasm, and runs it until it has
+// registered self.hearthNode. Compiling streams (it goes on while the
+// bytes arrive) and needs the application/wasm type, which the native
+// node serves. The wasm comes from the HTTP cache on later visits (the
+// native node makes the browser revalidate it, a 304): compiled from
+// there, the browser keeps the optimised code of the functions that ran
+// hot (SQLite's, mostly) in its code cache and starts with it next time.
+// (Cache Storage would hand over the bytes faster, but the module
+// compiled from it gets no code cache: the node then starts twice as
+// slowly.)
+async function loadWasm () {
   const go = new Go()
-  const [{ instance }, seed, addrs] = await Promise.all([
-    WebAssembly.instantiateStreaming(fetch('./hearth.wasm'), go.importObject),
-    loadSeed(),
-    nativePeers()
-  ])
+  const response = fetch('./hearth.wasm').then((r) => { mark('wasm_response'); return r })
+  const module = await WebAssembly.compileStreaming(response)
+  mark('wasm_compiled')
+  const instance = await WebAssembly.instantiate(module, go.importObject)
+  mark('wasm_instantiated')
+  const loaded = new Promise((resolve) => { self.hearthLoaded = resolve })
   go.run(instance).then(() => tell({ state: 'failed', error: 'the Go program exited' }))
-  while (!self.hearthNode) await new Promise((resolve) => setTimeout(resolve, 2))
-  const tWasm = performance.now()
-  const st = JSON.parse(await self.hearthNode.start(JSON.stringify({ seed: seed.seed, bootstrap: addrs, relays: addrs })))
-  const res = performance.getEntriesByType('resource').find((e) => e.name.endsWith('/hearth.wasm'))
+  await loaded
+  mark('go_loaded')
+}
+
+// openStorage opens the database's files in OPFS while the wasm compiles,
+// and hands the sync access handles to the Go VFS (wasm/opfs/preopen.go):
+// opening them is asynchronous, a trip through the browser's storage
+// service each, which the node's start then does not wait for. On a first
+// start it installs the native node's empty schema first (see
+// installSchema). Without OPFS it does nothing: the node falls back to
+// memory.
+const DB_FILES = ['hearth.db', 'hearth.db-wal']
+async function openStorage () {
+  if (typeof FileSystemSyncAccessHandle === 'undefined') return
+  let dir
+  try {
+    dir = await navigator.storage.getDirectory()
+  } catch (e) {
+    return
+  }
+  const exists = async (name) => !!(await dir.getFileHandle(name).catch(() => null))
+  const [db, wal] = await Promise.all(DB_FILES.map(exists))
+  if (!db && !wal) {
+    await installSchema(dir).catch((e) => console.warn('hearth: no schema to start from, migrating:', e))
+    mark('schema_installed')
+  }
+  const handles = {}
+  await Promise.all(DB_FILES.map(async (name) => {
+    const fh = await dir.getFileHandle(name, { create: true })
+    handles['/' + name] = await fh.createSyncAccessHandle()
+  }))
+  self.hearthOPFSHandles = handles
+}
+
+// installSchema writes the native node's empty database (every migration
+// applied, no rows) as this node's new database: its DDL is most of a
+// first start's work under wasm, and it is the same SQLite and the same
+// migrations. Written beside and then moved into place, so a tab killed
+// meanwhile leaves no half database behind.
+async function installSchema (dir) {
+  const r = await fetch('/_hearth/v1/schema.db', { headers: { 'X-Hearth-Native': '1' } })
+  if (!r.ok) throw new Error('HTTP ' + r.status)
+  const bytes = new Uint8Array(await r.arrayBuffer())
+  const magic = new TextDecoder().decode(bytes.subarray(0, 15))
+  if (magic !== 'SQLite format 3' || bytes.length % 512 !== 0) throw new Error('not an SQLite database')
+  const tmp = await dir.getFileHandle('hearth.db.new', { create: true })
+  const h = await tmp.createSyncAccessHandle()
+  try {
+    h.truncate(0)
+    h.write(bytes, { at: 0 })
+    h.flush()
+  } finally {
+    h.close()
+  }
+  await tmp.move('hearth.db')
+}
+
+function withBoot (status) {
+  // The download, if there was one (a HEAD has no body; a copy from
+  // Cache Storage is no resource load).
+  const res = performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/hearth.wasm'))
+    .sort((a, b) => b.decodedBodySize - a.decodedBodySize)[0]
   return {
-    ...st,
-    lock_ms: tLock - t0,
-    wasm_ms: tWasm - tLock,
-    start_ms: performance.now() - tWasm,
-    wasm_bytes: res ? { transferred: res.encodedBodySize, decoded: res.decodedBodySize } : null,
-    native: addrs
+    ...status,
+    marks: { ...marks },
+    wasm_bytes: res ? { transferred: res.transferSize, encoded: res.encodedBodySize, decoded: res.decodedBodySize } : null
   }
 }
 
+// answering settles once the node answers status and versions (or failed).
+let answered, notAnswering
+const answering = new Promise((resolve, reject) => { answered = resolve; notAnswering = reject })
+answering.catch(() => {})
 const booted = boot()
-booted.then((st) => tell({ state: 'ready', status: st }),
-  (e) => tell({ state: 'failed', error: String((e && e.stack) || e) }))
+async function boot () {
+  await holdLock()
+  mark('lock')
+  tell({ state: 'starting' })
+  const [seed, addrs] = await Promise.all([
+    loadSeed().then((s) => { mark('seed'); return s }),
+    nativePeers().then((a) => { mark('native_status'); return a }),
+    loadWasm(),
+    openStorage().then(() => mark('storage_opened'), (e) => console.warn('hearth: opening storage early:', e))
+  ])
+  const early = JSON.parse(await self.hearthNode.start(JSON.stringify({ seed, bootstrap: addrs, relays: addrs })))
+  mark('answering')
+  answered()
+  tell({ state: 'answering', status: withBoot(early) })
+  const st = JSON.parse(await self.hearthNode.ready())
+  mark('ready')
+  return withBoot({ ...st, native: addrs })
+}
+booted.then((st) => tell({ state: 'ready', status: st }), (e) => {
+  notAnswering(e)
+  tell({ state: 'failed', error: String((e && e.stack) || e) })
+})
 
 // Leader and followers. Requests on the channel: {kind: 'req', from, req};
 // answers: {kind: 'res', to, res}.
@@ -177,20 +273,74 @@ chan.onmessage = (e) => {
   }
 }
 
+// Requests go to Go in batches: see `requests` in wasm/main.go. While Go
+// works, the browser queues the messages that arrive; the flush is a task
+// posted behind them, so it hands over everything that arrived meanwhile
+// in one call. A lone request waits one task hop (well under a ms).
+const queue = []
+const tick = new MessageChannel()
+let flushing = false
+tick.port1.onmessage = flush
+
+function enqueue (to, m) {
+  queue.push({ to, m })
+  if (!flushing) {
+    flushing = true
+    tick.port2.postMessage(0)
+  }
+}
+
+function flush () {
+  flushing = false
+  const batch = queue.splice(0)
+  const calls = batch.map(({ m }) => [m.method, m.url, headerLines(m.headers), m.body ? new Uint8Array(m.body) : null])
+  let promises
+  try {
+    promises = self.hearthNode.requests(calls)
+  } catch (e) {
+    promises = batch.map(() => Promise.reject(e))
+  }
+  batch.forEach(({ to, m }, i) => {
+    promises[i].then((r) => {
+      const buf = r.body.buffer
+      to.postMessage({ id: m.id, status: r.status, headers: headerPairs(r.headers), body: buf }, [buf])
+    }, (e) => {
+      to.postMessage({ id: m.id, error: String((e && e.message) || e) })
+    })
+  })
+}
+
+// Headers cross into Go as one string of "name: value" lines: each value
+// taken from JS is a call across the boundary (see wasm/bridge.go).
+function headerLines (pairs) {
+  let s = ''
+  for (const [k, v] of pairs || []) s += k + ': ' + v + '\n'
+  return s
+}
+
+function headerPairs (lines) {
+  const out = []
+  for (const line of lines.split('\n')) {
+    const i = line.indexOf(':')
+    if (i > 0) out.push([line.slice(0, i), line.slice(i + 1).trim()])
+  }
+  return out
+}
+
 // answer serves one request message and posts the answer on `to`: with
 // the node here, or through the leader while this worker follows.
 async function answer (to, m) {
   await decided
   if (role === 'follower') return forward(to, m)
   try {
-    await booted
-    const body = m.body ? new Uint8Array(m.body) : null
-    const r = await self.hearthNode.request(m.method, m.url, m.headers || [], body)
-    const buf = r.body.buffer
-    to.postMessage({ id: m.id, status: r.status, headers: r.headers, body: buf }, [buf])
+    // The node answers what it can as soon as it has its identity; the
+    // rest waits inside it for storage.
+    await answering
   } catch (e) {
     to.postMessage({ id: m.id, error: String((e && e.message) || e) })
+    return
   }
+  enqueue(to, m)
 }
 
 function servePort (port) {

@@ -8,14 +8,28 @@
 // per page; when the browser stops this worker the cache is lost and the
 // next request asks again. Everything else (the app's files, and fetches
 // made by workers, such as the node worker's bootstrap lookup of the
-// native node's status) goes to the network untouched.
+// native node's status) goes to the network untouched: where the browser
+// has static routes, without this worker even being started for it.
 'use strict'
 
 const ports = new Map() // clientId -> Promise<MessagePort>
 let seq = 0
 const pending = new Map() // request id -> {resolve, reject}
 
-self.addEventListener('install', () => self.skipWaiting())
+self.addEventListener('install', (e) => {
+  // Static routes: the browser sends everything but the node's paths
+  // straight to the network, without starting this worker (page loads and
+  // the app's files do not wait for it to boot). Where the browser lacks
+  // them, the fetch handler below lets those requests through anyway.
+  if (e.addRoutes && typeof URLPattern === 'function') {
+    e.waitUntil(e.addRoutes([
+      { condition: { urlPattern: new URLPattern({ pathname: '/_matrix/*' }) }, source: 'fetch-event' },
+      { condition: { urlPattern: new URLPattern({ pathname: '/_hearth/*' }) }, source: 'fetch-event' },
+      { condition: { urlPattern: new URLPattern({ pathname: '/*' }) }, source: 'network' }
+    ]).catch((err) => console.warn('hearth: no static routes:', err)))
+  }
+  self.skipWaiting()
+})
 self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()))
 
 function isNodePath (url) {
@@ -57,13 +71,19 @@ function portFor (client) {
 }
 
 async function forward (event) {
-  const client = event.clientId ? await self.clients.get(event.clientId) : null
-  // Workers' own fetches (the node worker's bootstrap) go to the network.
-  if (!client || client.type !== 'window') return fetch(event.request)
   const req = event.request
-  const body = (req.method === 'GET' || req.method === 'HEAD') ? null : await req.arrayBuffer()
+  // A page we already have a port for needs no clients.get (a trip to the
+  // browser process on every request).
+  let port = ports.get(event.clientId)
+  if (!port) {
+    const client = event.clientId ? await self.clients.get(event.clientId) : null
+    // Workers' own fetches (the node worker's bootstrap) go to the network.
+    if (!client || client.type !== 'window') return fetch(req)
+    port = portFor(client)
+  }
   try {
-    const port = await portFor(client)
+    const body = (req.method === 'GET' || req.method === 'HEAD') ? null : await req.arrayBuffer()
+    port = await port
     const id = ++seq
     const answer = await new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject })
@@ -72,7 +92,7 @@ async function forward (event) {
     const nullBody = answer.status === 204 || answer.status === 304 || req.method === 'HEAD'
     return new Response(nullBody ? null : answer.body, { status: answer.status, headers: answer.headers })
   } catch (e) {
-    ports.delete(client.id)
+    ports.delete(event.clientId)
     const err = JSON.stringify({ errcode: 'M_UNKNOWN', error: 'the browser node did not answer: ' + e.message })
     return new Response(err, { status: 503, headers: { 'Content-Type': 'application/json' } })
   }

@@ -3,6 +3,8 @@
 // a local user and keeps the credentials in localStorage.
 import { createClient, ClientEvent, RoomEvent, EventType, Direction } from 'matrix-js-sdk'
 import { startNode, onState, nodeFetch, status, controlled } from './node.js'
+import { draw as drawPeers, relayOf, shortName } from './peers.js'
+import { withProgress } from './progress.js'
 
 const $ = (sel) => document.querySelector(sel)
 const CREDS = 'hearth.credentials'
@@ -77,10 +79,12 @@ function renderRooms () {
       const accept = el('button', { textContent: 'Accept', className: 'accept' })
       accept.onclick = async (e) => {
         e.stopPropagation()
-        banner('Joining ' + roomName(room) + '…')
-        await client.joinRoom(room.roomId)
-        banner('')
-        show(room.roomId)
+        try {
+          await join(room.roomId)
+          show(room.roomId)
+        } catch (err) {
+          banner('Join failed: ' + err.message, 'warn')
+        }
       }
       li.append(accept)
     }
@@ -120,29 +124,37 @@ function show (roomId) {
   renderTimeline()
 }
 
+let bootStatus = null // the node's status when it became ready (its native peers)
+
 async function renderPeers () {
   try {
     const st = await status()
+    const nodes = drawPeers($('#peer-map'), st, bootStatus?.native || [])
     const ul = $('#peers')
     ul.replaceChildren()
-    const names = new Map(st.peers.map((p) => [p.peer_id, p.server_name]))
-    for (const p of st.peers) {
-      // A relayed connection's address is <relay>/p2p/<relay ID>/p2p-circuit.
-      const circuit = p.addrs.find((a) => a.includes('/p2p-circuit'))
-      let via = 'direct'
-      if (circuit) {
-        const relay = circuit.split('/p2p-circuit')[0].split('/p2p/').pop()
-        via = 'via relay ' + short(':' + (names.get(relay) || relay)).slice(1)
-      }
-      ul.append(el('li', { title: p.addrs.join('\n') },
-        el('code', { textContent: short(':' + (p.server_name || p.peer_id)).slice(1) }),
-        el('span', { className: 'via', textContent: ' ' + via })))
+    const names = new Map(nodes.map((n) => [n.id, n.name]))
+    for (const n of nodes) {
+      let via = n.direct ? 'direct' : ''
+      if (n.relays.length) via += (via ? ', and ' : '') + 'via relay ' + shortName(names.get(n.relays[0]) || n.relays[0])
+      const role = [n.native ? 'native node' : '', n.reservation ? 'your relay' : ''].filter(Boolean).join(', ')
+      ul.append(el('li', { title: n.addrs.join('\n') },
+        el('code', { textContent: shortName(n.name) }),
+        el('span', { className: 'via', textContent: ' ' + via + (role ? ' · ' + role : '') })))
     }
-    if (!st.peers.length) ul.append(el('li', { className: 'muted', textContent: 'no peers connected' }))
-    $('#relays').textContent = st.addrs.some((a) => a.includes('/p2p-circuit')) ? 'reachable through a relay' : 'no relay reservation yet'
+    if (!nodes.length) ul.append(el('li', { className: 'muted', textContent: 'no peers connected' }))
+    const relays = [...new Set(st.addrs.map(relayOf).filter(Boolean))]
+    $('#relays').textContent = st.p2p && st.p2p !== 'up' && st.p2p !== 'starting'
+      ? 'libp2p is down: ' + st.p2p
+      : relays.length ? 'others reach you through ' + relays.map((r) => shortName(names.get(r) || r)).join(', ') : 'no relay reservation yet'
   } catch (e) {
     console.warn('hearth: status', e)
   }
+}
+
+// join joins a room, showing what the node fetches meanwhile.
+async function join (target, via) {
+  return withProgress('Joining ' + (client.getRoom(target)?.name || target), () =>
+    client.joinRoom(target, via ? { viaServers: [via] } : undefined))
 }
 
 function wire () {
@@ -184,10 +196,8 @@ function wire () {
     const target = $('#join-room').value.trim()
     const via = $('#join-via').value.trim()
     if (!target) return
-    banner('Joining ' + target + ' (fetching the room from its servers)…')
     try {
-      const room = await client.joinRoom(target, { viaServers: via ? [via] : [] })
-      banner('')
+      const room = await join(target, via)
       show(room.roomId)
     } catch (err) {
       banner('Join failed: ' + err.message, 'warn')
@@ -198,7 +208,7 @@ function wire () {
     if (!room) return
     $('#older').disabled = true
     try {
-      await client.scrollback(room, 30)
+      await withProgress('Loading older messages of ' + roomName(room), () => client.scrollback(room, 30))
     } finally {
       $('#older').disabled = false
     }
@@ -211,10 +221,16 @@ async function main () {
   onState((s) => {
     if (s.state === 'waiting') banner('This node runs in another tab: connecting to it…')
     else if (s.state === 'starting') banner('Starting your homeserver…')
-    else if (s.state === 'failed') banner('Your homeserver failed to start: ' + s.error, 'warn')
+    else if (s.state === 'answering') {
+      $('#server-name').textContent = s.status.server_name
+      banner('Your homeserver ' + s.status.server_name + ' is starting: opening its storage…')
+    } else if (s.state === 'failed') banner('Your homeserver failed to start: ' + s.error, 'warn')
   })
   const ready = await new Promise((resolve) => onState((s) => { if (s.state === 'ready') resolve(s.status) }))
   window.hearthBoot = ready
+  bootStatus = ready
+  renderPeers()
+  setInterval(renderPeers, 1500)
   $('#server-name').textContent = ready.server_name
   $('#persistence').textContent = ready.persistent ? '' : ' (not persistent: this browser has no OPFS; everything goes when the tab closes)'
   if (ready.follower) banner('Your homeserver ' + ready.server_name + ' runs in another tab; this tab uses it from there', 'ok')
@@ -233,7 +249,10 @@ async function main () {
     fetchFn: nodeFetch,
     timelineSupport: true
   })
-  client.on(ClientEvent.Room, renderRooms)
+  client.on(ClientEvent.Room, (room) => {
+    renderRooms()
+    if (room.roomId === current) renderTimeline() // shown before the sync brought it
+  })
   client.on(RoomEvent.MyMembership, renderRooms)
   client.on(RoomEvent.Name, renderRooms)
   client.on(RoomEvent.Timeline, (ev, room) => {
@@ -246,10 +265,8 @@ async function main () {
   })
   wire()
   await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: false })
-  renderPeers()
-  setInterval(renderPeers, 2000)
   window.hearthNodeFetch = nodeFetch
-  window.hearthApp = { client, me, show, get current () { return current }, controlled, Direction }
+  window.hearthApp = { client, me, show, join, get current () { return current }, controlled, Direction }
 }
 
 main().catch((e) => banner('Error: ' + e.message, 'warn'))

@@ -22,13 +22,31 @@ export function onState (f) {
   return () => listeners.delete(f)
 }
 
-/** startNode starts the node worker and registers the service worker. */
+// since turns a status's boot marks (ms since the epoch, taken in the
+// worker) into ms since this page's navigation started.
+function since (status) {
+  if (!status || !status.marks) return status
+  const t0 = performance.timeOrigin
+  const page = Object.fromEntries(Object.entries(status.marks).map(([k, v]) => [k, Math.round(v - t0)]))
+  return { ...status, page_marks: page }
+}
+
+/**
+ * startNode starts the node worker (or adopts the one index.html started
+ * before this bundle loaded) and registers the service worker.
+ */
 export function startNode () {
-  worker = new Worker('./node-worker.js')
-  worker.onmessage = (e) => {
+  worker = window.hearthWorker || new Worker('./node-worker.js')
+  const early = window.hearthEarly || []
+  window.hearthEarly = null
+  const onMessage = (e) => {
     const m = e.data
     if (m.state) {
-      setState(m)
+      const s = m.status ? { ...m, status: since(m.status) } : m
+      // Kept for tests and the curious: what the node said when it first
+      // answered (the app may only see it ready).
+      if (s.state === 'answering') window.hearthAnswering = s.status
+      setState(s)
       return
     }
     const w = pending.get(m.id)
@@ -37,6 +55,8 @@ export function startNode () {
     if (m.error) w.reject(new Error(m.error))
     else w.resolve(m)
   }
+  worker.onmessage = onMessage
+  for (const e of early) onMessage(e)
   worker.onerror = (e) => setState({ state: 'failed', error: 'worker error: ' + e.message })
   if ('serviceWorker' in navigator) {
     // The service worker asks for a port to the node worker whenever it
