@@ -93,6 +93,11 @@ type Federation struct {
 
 	joinedMu sync.Mutex
 	joined   map[int64][]string // room NID → servers with joined members
+	roomNIDs map[string]int64   // room ID → NID, as the fan-out met them
+
+	outMu    sync.Mutex
+	outs     []announced // outputs announced since the fan-out last looked
+	outsLost bool        // too many to keep: the fan-out reads the stream
 
 	txnMu   sync.Mutex
 	txnBusy map[string]chan struct{} // origin + txn ID → done
@@ -137,11 +142,12 @@ func New(cfg Config, db *storage.DB, rs *roomserver.Roomserver) (*Federation, er
 	f := &Federation{
 		cfg: cfg, db: db, rs: rs, log: cfg.Logger.With("component", "federation"),
 		ctx: ctx, cancel: cancel,
-		fanWake: make(chan struct{}, 1),
-		dests:   map[string]*destination{},
-		joined:  map[int64][]string{},
-		txnBusy: map[string]chan struct{}{},
-		nonce:   fmt.Sprintf("%x", time.Now().UnixNano()),
+		fanWake:  make(chan struct{}, 1),
+		dests:    map[string]*destination{},
+		joined:   map[int64][]string{},
+		roomNIDs: map[string]int64{},
+		txnBusy:  map[string]chan struct{}{},
+		nonce:    fmt.Sprintf("%x", time.Now().UnixNano()),
 	}
 	f.client = fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: cfg.ServerName, KeyID: cfg.KeyID, PrivateKey: cfg.PrivateKey}},
@@ -209,8 +215,20 @@ func (f *Federation) Close() {
 
 // OnOutput is the roomserver's output hook: it wakes the fan-out, which
 // reads the new stream rows and queues each event for the servers that
-// must get it. It never blocks.
-func (f *Federation) OnOutput([]roomserver.Output) {
+// must get it (or passes over those that plainly concern nobody else).
+// It never blocks.
+func (f *Federation) OnOutput(outs []roomserver.Output) {
+	ours := string(f.cfg.ServerName)
+	f.outMu.Lock()
+	if len(f.outs)+len(outs) > maxAnnounced {
+		f.outs, f.outsLost = f.outs[:0], true
+	} else {
+		for _, o := range outs {
+			f.outs = append(f.outs, announced{pos: o.Pos, roomID: o.RoomID,
+				local: len(o.Adds) == 0 && len(o.Removes) == 0 && serverOf(string(o.Event.SenderID())) == ours})
+		}
+	}
+	f.outMu.Unlock()
 	select {
 	case f.fanWake <- struct{}{}:
 	default:

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,25 +58,32 @@ func (f *Federation) fanout(cursor int64) {
 		saved = cursor
 	}
 	defer func() { flush(context.Background()) }()
+	read := true // the stream may hold rows nobody announced (a restart)
 	for {
-		var err error
-		var queued bool
-		if cursor, queued, err = f.fanoutOnce(cursor); err != nil {
-			if f.ctx.Err() != nil {
-				return
+		if read {
+			var err error
+			var queued bool
+			if cursor, queued, err = f.fanoutOnce(cursor); err != nil {
+				if f.ctx.Err() != nil {
+					return
+				}
+				f.log.Error("queueing events", "err", err)
+				retry.Reset(time.Second)
 			}
-			f.log.Error("queueing events", "err", err)
-			retry.Reset(time.Second)
+			if queued {
+				saved = cursor
+			}
 		}
-		if queued {
-			saved = cursor
-		} else if cursor != saved && !saving {
+		if cursor != saved && !saving {
 			save.Reset(cursorSaveDelay)
 			saving = true
 		}
+		read = false
 		select {
 		case <-f.fanWake:
+			cursor, read = f.passOver(cursor)
 		case <-retry.C:
+			read = true
 		case <-save.C:
 			saving = false
 			flush(f.ctx)
@@ -87,6 +95,66 @@ func (f *Federation) fanout(cursor int64) {
 			return
 		}
 	}
+}
+
+// announced is what OnOutput tells the fan-out of an output.
+type announced struct {
+	pos    int64
+	roomID string
+	// local: a local user's event that changes no state, so it goes to
+	// the room's servers and to nobody else
+	local bool
+}
+
+// maxAnnounced bounds the announcements kept between two looks.
+const maxAnnounced = 4096
+
+// passOver moves the cursor past the announced outputs that follow it
+// and concern no other server (local events in rooms only this server is
+// in), without reading the stream, and tells whether the stream must be
+// read for the rest. Any gap (a row not announced, or not yet) or any
+// other output means reading it: rows are only ever skipped in order.
+func (f *Federation) passOver(cursor int64) (int64, bool) {
+	f.outMu.Lock()
+	outs, lost := f.outs, f.outsLost
+	f.outs, f.outsLost = nil, false
+	f.outMu.Unlock()
+	if lost {
+		return cursor, true
+	}
+	slices.SortFunc(outs, func(a, b announced) int { return cmp.Compare(a.pos, b.pos) })
+	for _, o := range outs {
+		switch {
+		case o.pos <= cursor:
+		case o.pos == cursor+1 && o.local && f.alone(o.roomID):
+			cursor = o.pos
+		default:
+			return cursor, true
+		}
+	}
+	return cursor, false
+}
+
+// alone tells whether no other server is known to have members joined to
+// a room (from the joined-servers cache, which every state change
+// clears; unknown means no).
+func (f *Federation) alone(roomID string) bool {
+	f.joinedMu.Lock()
+	defer f.joinedMu.Unlock()
+	nid, ok := f.roomNIDs[roomID]
+	if !ok {
+		return false
+	}
+	servers, ok := f.joined[nid]
+	if !ok {
+		return false
+	}
+	for _, s := range servers {
+		if s != string(f.cfg.ServerName) {
+			return false
+		}
+	}
+	return true
 }
 
 // cursorSaveDelay bounds how far the saved fan-out cursor lags behind
@@ -151,11 +219,15 @@ func (f *Federation) plan(rows []storage.FedStreamRow) ([]storage.FedQueued, []s
 	var items []storage.FedQueued
 	var forwarded []string
 	for _, row := range rows {
+		f.joinedMu.Lock()
 		if row.StateChanged {
-			f.joinedMu.Lock()
 			delete(f.joined, row.RoomNID)
-			f.joinedMu.Unlock()
 		}
+		if len(f.roomNIDs) > 10_000 {
+			clear(f.roomNIDs)
+		}
+		f.roomNIDs[row.RoomID] = row.RoomNID
+		f.joinedMu.Unlock()
 		var ev streamEvent
 		if err := json.Unmarshal(row.JSON, &ev); err != nil {
 			f.log.Warn("unreadable stream event", "event", row.EventID, "err", err)
