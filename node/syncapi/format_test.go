@@ -34,15 +34,7 @@ func TestParseEventMatchesClientEventFormat(t *testing.T) {
 	alice := "@alice:hearth.test"
 	sk := func(s string) *string { return &s }
 	for _, v := range roomserver.SupportedVersions {
-		pl := map[string]any{"users": map[string]int{alice: 100}}
-		if v == gomatrixserverlib.RoomVersionV12 {
-			pl = map[string]any{}
-		}
-		plJSON, _ := json.Marshal(pl)
-		room, err := rs.CreateRoom(ctx, v, alice, nil, []roomserver.NewEvent{
-			{Sender: alice, Type: spec.MRoomMember, StateKey: sk(alice), Content: json.RawMessage(`{"membership":"join","displayname":"Al\u00efce \"A\""}`)},
-			{Sender: alice, Type: spec.MRoomPowerLevels, StateKey: sk(""), Content: plJSON},
-		})
+		room, err := createAdminRoom(ctx, rs, v, alice)
 		if err != nil {
 			t.Fatalf("v%s: %v", v, err)
 		}
@@ -137,4 +129,20 @@ func redaction(v gomatrixserverlib.RoomVersion, sender, target string) roomserve
 		return roomserver.NewEvent{Sender: sender, Type: "m.room.redaction", Redacts: target, Content: json.RawMessage(`{}`)}
 	}
 	return roomserver.NewEvent{Sender: sender, Type: "m.room.redaction", Content: json.RawMessage(`{"redacts":"` + target + `"}`)}
+}
+
+// createAdminRoom creates a room of version v with alice joined (with a
+// display name that needs escaping) and in charge: power level 100, or,
+// from version 12, as its creator, which the power levels must not list.
+func createAdminRoom(ctx context.Context, rs *roomserver.Roomserver, v gomatrixserverlib.RoomVersion, alice string, more ...roomserver.NewEvent) (string, error) {
+	pl := map[string]any{"users": map[string]int{alice: 100}}
+	if v == gomatrixserverlib.RoomVersionV12 {
+		pl = map[string]any{}
+	}
+	plJSON, _ := json.Marshal(pl)
+	alices := alice
+	return rs.CreateRoom(ctx, v, alice, nil, append([]roomserver.NewEvent{
+		{Sender: alice, Type: spec.MRoomMember, StateKey: &alices, Content: json.RawMessage(`{"membership":"join","displayname":"Al\u00efce \"A\""}`)},
+		{Sender: alice, Type: spec.MRoomPowerLevels, StateKey: new(string), Content: plJSON},
+	}, more...))
 }

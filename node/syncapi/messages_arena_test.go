@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"hearth/node/roomserver"
@@ -59,17 +58,9 @@ func TestPageArenaMatchesParseEvent(t *testing.T) {
 	var ses []storage.SyncEvent
 	var roomOf []string
 	for _, v := range roomserver.SupportedVersions {
-		pl := map[string]any{"users": map[string]int{alice: 100}}
-		if v == gomatrixserverlib.RoomVersionV12 {
-			pl = map[string]any{}
-		}
-		plJSON, _ := json.Marshal(pl)
-		room, err := rs.CreateRoom(ctx, v, alice, nil, []roomserver.NewEvent{
-			{Sender: alice, Type: spec.MRoomMember, StateKey: sk(alice), Content: json.RawMessage(`{"membership":"join","displayname":"Al\u00efce \"A\""}`)},
-			{Sender: alice, Type: spec.MRoomPowerLevels, StateKey: sk(""), Content: plJSON},
-			{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: json.RawMessage(`{"join_rule":"public"}`)},
-			{Sender: alice, Type: spec.MRoomHistoryVisibility, StateKey: sk(""), Content: json.RawMessage(`{"history_visibility":"joined"}`)},
-		})
+		room, err := createAdminRoom(ctx, rs, v, alice,
+			roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: json.RawMessage(`{"join_rule":"public"}`)},
+			roomserver.NewEvent{Sender: alice, Type: spec.MRoomHistoryVisibility, StateKey: sk(""), Content: json.RawMessage(`{"history_visibility":"joined"}`)})
 		if err != nil {
 			t.Fatalf("v%s: %v", v, err)
 		}
