@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	ic "github.com/libp2p/go-libp2p/core/crypto"
@@ -128,6 +129,36 @@ func PeerIDOf(name string) (peer.ID, error) {
 
 // PublicKeyOf returns the ed25519 signing key named by a server name.
 func PublicKeyOf(name string) (ed25519.PublicKey, error) {
+	keys.Lock()
+	k, ok := keys.m[name]
+	keys.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := publicKeyOf(name)
+	if err != nil {
+		return nil, err
+	}
+	keys.Lock()
+	if len(keys.m) >= maxKeys { // names come from peers: keep it bounded
+		clear(keys.m)
+	}
+	keys.m[name] = k
+	keys.Unlock()
+	return k, nil
+}
+
+// keys remembers the keys of names decoded before: every signature check
+// asks, and decoding a name (base36, CID, multihash, protobuf) costs as
+// much as a few percent of checking a signature.
+var keys = struct {
+	sync.Mutex
+	m map[string]ed25519.PublicKey
+}{m: map[string]ed25519.PublicKey{}}
+
+const maxKeys = 4096
+
+func publicKeyOf(name string) (ed25519.PublicKey, error) {
 	id, err := PeerIDOf(name)
 	if err != nil {
 		return nil, err

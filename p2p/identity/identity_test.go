@@ -57,6 +57,10 @@ func TestNameRoundTripsToKey(t *testing.T) {
 	if !ed25519.Verify(got, msg, ed25519.Sign(priv, msg)) {
 		t.Fatal("signature does not verify with the key from the name")
 	}
+	// Asked again (now from the cache of decoded names), the same key.
+	if again, err := PublicKeyOf(id.ServerName); err != nil || !again.Equal(pub) {
+		t.Fatalf("second lookup: %v", err)
+	}
 }
 
 func TestOnlyCanonicalNamesAccepted(t *testing.T) {
