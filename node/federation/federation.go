@@ -99,8 +99,8 @@ type Federation struct {
 	outs     []announced // outputs announced since the fan-out last looked
 	outsLost bool        // too many to keep: the fan-out reads the stream
 
-	txnMu   sync.Mutex
-	txnBusy map[string]chan struct{} // origin + txn ID → done
+	originMu   sync.Mutex
+	originBusy map[string]chan struct{} // origin → closed when its transaction is done
 }
 
 // New makes the federation component. Call Start to begin sending.
@@ -142,12 +142,12 @@ func New(cfg Config, db *storage.DB, rs *roomserver.Roomserver) (*Federation, er
 	f := &Federation{
 		cfg: cfg, db: db, rs: rs, log: cfg.Logger.With("component", "federation"),
 		ctx: ctx, cancel: cancel,
-		fanWake:  make(chan struct{}, 1),
-		dests:    map[string]*destination{},
-		joined:   map[int64][]string{},
-		roomNIDs: map[string]int64{},
-		txnBusy:  map[string]chan struct{}{},
-		nonce:    fmt.Sprintf("%x", time.Now().UnixNano()),
+		fanWake:    make(chan struct{}, 1),
+		dests:      map[string]*destination{},
+		joined:     map[int64][]string{},
+		roomNIDs:   map[string]int64{},
+		originBusy: map[string]chan struct{}{},
+		nonce:      fmt.Sprintf("%x", time.Now().UnixNano()),
 	}
 	f.client = fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: cfg.ServerName, KeyID: cfg.KeyID, PrivateKey: cfg.PrivateKey}},

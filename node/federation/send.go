@@ -82,20 +82,20 @@ func (f *Federation) handleSend(r *http.Request, origin string, body []byte) (an
 // transaction at a time (the wait ends with the request).
 func (f *Federation) originLock(ctx context.Context, origin string) (func(), error) {
 	for {
-		f.txnMu.Lock()
-		ch, busy := f.txnBusy[origin]
+		f.originMu.Lock()
+		ch, busy := f.originBusy[origin]
 		if !busy {
 			ch = make(chan struct{})
-			f.txnBusy[origin] = ch
-			f.txnMu.Unlock()
+			f.originBusy[origin] = ch
+			f.originMu.Unlock()
 			return func() {
-				f.txnMu.Lock()
-				delete(f.txnBusy, origin)
-				f.txnMu.Unlock()
+				f.originMu.Lock()
+				delete(f.originBusy, origin)
+				f.originMu.Unlock()
 				close(ch)
 			}, nil
 		}
-		f.txnMu.Unlock()
+		f.originMu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():

@@ -39,9 +39,6 @@ type request struct {
 	// needs no write (refused, or a repeated transaction).
 	built gomatrixserverlib.PDU
 	early *result
-	// repeats, while preparing: an earlier request of the same
-	// transaction, not committed yet
-	repeats *request
 }
 
 type result struct {
@@ -236,10 +233,30 @@ func (r *room) prepare(batch []*request, afterFlight bool) {
 	if !afterFlight {
 		r.head.ids, r.head.depth = slices.Clone(r.extIDs), r.row.Depth
 	}
+	build, repeats := r.sortOut(batch)
+	width := min(max(runtime.GOMAXPROCS(0), 1), maxSiblings)
+	for len(build) > 0 {
+		group := siblings(build, width)
+		build = build[len(group):]
+		r.buildGroup(group)
+	}
+	for req, orig := range repeats {
+		if orig.built != nil {
+			req.early = &result{ids: []string{orig.built.EventID()}}
+		} else {
+			req.early = orig.early
+		}
+	}
+}
+
+// sortOut takes the batch's leading preparable requests and returns those
+// to build, answering the others early; a repeat of a transaction still
+// being prepared or committed is answered as the request it repeats is,
+// once that is built (repeats maps it to that request).
+func (r *room) sortOut(batch []*request) (build []*request, repeats map[*request]*request) {
 	if r.txns == nil {
 		r.txns = map[txnKey]*request{}
 	}
-	var build []*request
 	for _, req := range batch {
 		if !preparable(req) {
 			break
@@ -252,7 +269,10 @@ func (r *room) prepare(batch []*request, afterFlight bool) {
 		if ne.TxnID != "" {
 			key := txnKey{ne.TxnDevice, ne.TxnID}
 			if orig := r.txns[key]; orig != nil {
-				req.repeats = orig
+				if repeats == nil {
+					repeats = map[*request]*request{}
+				}
+				repeats[req] = orig
 				continue
 			}
 			id, err := r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
@@ -268,40 +288,31 @@ func (r *room) prepare(batch []*request, afterFlight bool) {
 		}
 		build = append(build, req)
 	}
-	width := min(max(runtime.GOMAXPROCS(0), 1), maxSiblings)
-	for len(build) > 0 {
-		group := siblings(build, width)
-		build = build[len(group):]
-		var wg sync.WaitGroup
-		for _, req := range group[1:] {
-			wg.Go(func() { r.prepareOne(req) })
+	return build, repeats
+}
+
+// buildGroup builds a group's events at once on the head, and makes them
+// the head the next group builds on.
+func (r *room) buildGroup(group []*request) {
+	var wg sync.WaitGroup
+	for _, req := range group[1:] {
+		wg.Go(func() { r.prepareOne(req) })
+	}
+	r.prepareOne(group[0])
+	wg.Wait()
+	var ids []string
+	for _, req := range group {
+		if req.built != nil {
+			ids = append(ids, req.built.EventID())
+			continue
 		}
-		r.prepareOne(group[0])
-		wg.Wait()
-		var ids []string
-		for _, req := range group {
-			if req.built != nil {
-				ids = append(ids, req.built.EventID())
-				continue
-			}
-			// Refused: a retry of its transaction is tried afresh.
-			if ne := req.local[0]; ne.TxnID != "" {
-				delete(r.txns, txnKey{ne.TxnDevice, ne.TxnID})
-			}
-		}
-		if len(ids) > 0 {
-			r.head.ids, r.head.depth = ids, r.head.depth+1
+		// Refused: a retry of its transaction is tried afresh.
+		if ne := req.local[0]; ne.TxnID != "" {
+			delete(r.txns, txnKey{ne.TxnDevice, ne.TxnID})
 		}
 	}
-	for _, req := range batch {
-		if orig := req.repeats; orig != nil {
-			req.repeats = nil
-			if orig.built != nil {
-				req.early = &result{ids: []string{orig.built.EventID()}}
-			} else {
-				req.early = orig.early
-			}
-		}
+	if len(ids) > 0 {
+		r.head.ids, r.head.depth = ids, r.head.depth+1
 	}
 }
 

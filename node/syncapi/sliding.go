@@ -229,17 +229,11 @@ func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *sli
 	if sincePtr != nil {
 		since = *sincePtr
 	}
-	to := since
-	to.Room = rd.readPos
-	pos, err := rd.snap.Positions(user)
+	to, ok, err := s.streamsNow(rd, user, since)
 	if err != nil {
 		return nil, nil, Token{}, err
 	}
-	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
-	rd.accountDataPos = pos.AccountData
-	to.Typing, to.Presence = s.typing.current(), s.presence.current()
-	if since.Room > to.Room || since.AccountData > to.AccountData || since.Receipt > to.Receipt ||
-		since.ToDevice > to.ToDevice || since.DeviceList > to.DeviceList || tdSince > to.ToDevice {
+	if !ok || tdSince > to.ToDevice {
 		return nil, nil, Token{}, unknownPos("pos is not one this server gave out")
 	}
 	if since.Typing > to.Typing { // in-memory streams restart with the process

@@ -164,6 +164,25 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 	return f, nil
 }
 
+// streamsNow moves since to where every stream stands for user in rd's
+// snapshot, and tells whether since could have come from this server: no
+// stored stream of it is ahead of now (the in-memory typing and presence
+// streams restart with the process, so callers judge those).
+func (s *Syncer) streamsNow(rd *reader, user string, since Token) (to Token, ok bool, err error) {
+	to = since
+	to.Room = rd.readPos
+	pos, err := rd.snap.Positions(user)
+	if err != nil {
+		return Token{}, false, err
+	}
+	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
+	rd.accountDataPos = pos.AccountData
+	to.Typing, to.Presence = s.typing.current(), s.presence.current()
+	ok = since.Room <= to.Room && since.AccountData <= to.AccountData && since.Receipt <= to.Receipt &&
+		since.ToDevice <= to.ToDevice && since.DeviceList <= to.DeviceList
+	return to, ok, nil
+}
+
 // syncOnce computes one /sync answer from one database snapshot. It also
 // returns what a long-poll should wait on: the notifier keys of the user
 // and their joined rooms, and the positions this answer covered.
@@ -179,17 +198,11 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 	if req.since != nil {
 		since = *req.since
 	}
-	to := since
-	to.Room = rd.readPos
-	pos, err := rd.snap.Positions(user)
+	to, ok, err := s.streamsNow(rd, user, since)
 	if err != nil {
 		return nil, nil, Token{}, err
 	}
-	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
-	rd.accountDataPos = pos.AccountData
-	to.Typing, to.Presence = s.typing.current(), s.presence.current()
-	if since.Room > to.Room || since.AccountData > to.AccountData || since.Receipt > to.Receipt ||
-		since.ToDevice > to.ToDevice || since.DeviceList > to.DeviceList {
+	if !ok {
 		return nil, nil, Token{}, httputil.InvalidParam("since token is not one this server gave out")
 	}
 	// Typing and presence live in memory and restart from the clock: a
