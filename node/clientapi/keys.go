@@ -147,18 +147,14 @@ func (a *API) keysQuery(r *http.Request, dev *httputil.Device) (any, error) {
 	}
 	failures := map[string]any{}
 	if rk := a.remoteKeys(); rk != nil && len(remote) > 0 {
-		var answers map[string]json.RawMessage
-		answers, failures = askServers(r.Context(), keysTimeout(req.Timeout), remote, rk.QueryRemoteKeys)
-		for server, raw := range answers {
-			var res struct {
-				DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
-				MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
-				SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
-			}
-			if err := json.Unmarshal(raw, &res); err != nil {
-				failures[server] = map[string]any{"status": 502, "message": "unreadable answer: " + err.Error()}
-				continue
-			}
+		type answer struct {
+			DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+			MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+			SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+		}
+		var answers map[string]*answer
+		answers, failures = askServers[answer](r.Context(), keysTimeout(req.Timeout), remote, rk.QueryRemoteKeys)
+		for server, res := range answers {
 			ownUsers(server, res.DeviceKeys, deviceKeys)
 			ownUsers(server, res.MasterKeys, master)
 			ownUsers(server, res.SelfSigningKeys, selfSigning)
@@ -200,16 +196,12 @@ func (a *API) keysClaim(r *http.Request, dev *httputil.Device) (any, error) {
 	}
 	failures := map[string]any{}
 	if rk := a.remoteKeys(); rk != nil && len(remote) > 0 {
-		var answers map[string]json.RawMessage
-		answers, failures = askServers(r.Context(), keysTimeout(req.Timeout), remote, rk.ClaimRemoteKeys)
-		for server, raw := range answers {
-			var res struct {
-				OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
-			}
-			if err := json.Unmarshal(raw, &res); err != nil {
-				failures[server] = map[string]any{"status": 502, "message": "unreadable answer: " + err.Error()}
-				continue
-			}
+		type answer struct {
+			OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+		}
+		var answers map[string]*answer
+		answers, failures = askServers[answer](r.Context(), keysTimeout(req.Timeout), remote, rk.ClaimRemoteKeys)
+		for server, res := range answers {
 			ownUsers(server, res.OneTimeKeys, out)
 		}
 	}

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -62,25 +63,32 @@ func splitByServer[V any](local string, m map[string]V) (mine map[string]V, remo
 }
 
 // askServers asks every server at once, each within timeout, and returns
-// the answers and, for each server that gave none, a failure for the
-// client's "failures".
-func askServers[V any](ctx context.Context, timeout time.Duration, remote map[string]map[string]V,
-	ask func(ctx context.Context, server string, q map[string]V) (json.RawMessage, error)) (map[string]json.RawMessage, map[string]any) {
+// the answers decoded into A and, for each server that gave none (or one
+// that does not decode), a failure for the client's "failures".
+func askServers[A, V any](ctx context.Context, timeout time.Duration, remote map[string]map[string]V,
+	ask func(ctx context.Context, server string, q map[string]V) (json.RawMessage, error)) (map[string]*A, map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	answers, failures := map[string]json.RawMessage{}, map[string]any{}
+	answers, failures := map[string]*A{}, map[string]any{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for server, q := range remote {
 		wg.Go(func() {
-			res, err := ask(ctx, server, q)
+			raw, err := ask(ctx, server, q)
+			status := 503 // unreachable
+			var res A
+			if err == nil {
+				if err = json.Unmarshal(raw, &res); err != nil {
+					status, err = 502, fmt.Errorf("unreadable answer: %w", err)
+				}
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failures[server] = map[string]any{"status": 503, "message": err.Error()}
+				failures[server] = map[string]any{"status": status, "message": err.Error()}
 				return
 			}
-			answers[server] = res
+			answers[server] = &res
 		})
 	}
 	wg.Wait()

@@ -42,13 +42,12 @@ func (s *Syncer) HandleContext(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	rd, err := s.newReader(r.Context(), dev.UserID, dev.DeviceID)
+	rd, err := s.historyReader(r.Context(), dev)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
 	defer rd.close()
-	rd.lookOnly = true
 	rm, acc, err := rd.roomAccess(r.PathValue("roomId"))
 	if err != nil {
 		httputil.WriteError(w, r, err)

@@ -18,13 +18,12 @@ func (s *Syncer) HandleEvent(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, httputil.MissingToken("missing access token"))
 		return
 	}
-	rd, err := s.newReader(r.Context(), dev.UserID, dev.DeviceID)
+	rd, err := s.historyReader(r.Context(), dev)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
 	defer rd.close()
-	rd.lookOnly = true
 	notFound := httputil.NotFound("event not found")
 	rm, acc, err := rd.roomAccess(r.PathValue("roomId"))
 	var herr *httputil.Error

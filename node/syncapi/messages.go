@@ -78,11 +78,10 @@ func (s *Syncer) HandleMessages(w http.ResponseWriter, r *http.Request) {
 	arena := newPageArena()
 	defer arena.release()
 	for attempt := 0; ; attempt++ {
-		if rd, err = s.newReader(r.Context(), dev.UserID, dev.DeviceID); err != nil {
+		if rd, err = s.historyReader(r.Context(), dev); err != nil {
 			httputil.WriteError(w, r, err)
 			return
 		}
-		rd.lookOnly = true
 		if rm, acc, err = rd.roomAccess(r.PathValue("roomId")); err != nil {
 			rd.close()
 			httputil.WriteError(w, r, err)

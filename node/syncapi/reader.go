@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"hearth/node/clientevent"
+	"hearth/node/httputil"
 	"hearth/node/storage"
 )
 
@@ -57,6 +58,17 @@ func (s *Syncer) newReader(ctx context.Context, user, device string) (*reader, e
 		return nil, fmt.Errorf("syncapi: max stream position: %w", err)
 	}
 	return &reader{s: s, snap: snap, readPos: pos, user: user, device: clientevent.TxnDevice(user, device), deviceID: device, accountDataPos: -1, keysBegan: began}, nil
+}
+
+// historyReader is a reader for a request about history (/messages,
+// /context, /event): it reads the event cache without filling it.
+func (s *Syncer) historyReader(ctx context.Context, dev *httputil.Device) (*reader, error) {
+	rd, err := s.newReader(ctx, dev.UserID, dev.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	rd.lookOnly = true
+	return rd, nil
 }
 
 func (rd *reader) close() { rd.snap.Close() }
