@@ -10,7 +10,10 @@ package testnode
 import (
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"testing"
+
+	_ "github.com/ncruces/go-sqlite3/vfs/memdb" // the database under js/wasm
 
 	"hearth/node"
 	"hearth/node/internal/testnet"
@@ -44,7 +47,7 @@ func (n *Network) Add() *Server {
 	}
 	nd, err := node.New(node.Config{
 		ServerName: id.ServerName, KeyID: identity.KeyID, PrivateKey: id.Private, KeyOf: identity.PublicKeyOf,
-		DB:               storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")},
+		DB:               dbOptions(t, id.ServerName),
 		OpenRegistration: true,
 		Transport:        n.Transport(id.ServerName),
 		RemotePeer:       testnet.RemotePeer,
@@ -60,4 +63,14 @@ func (n *Network) Add() *Server {
 		nd.Close()
 	})
 	return h
+}
+
+// dbOptions puts a node's database in a temporary file. Under js/wasm
+// (profiling the core as the browser runs it) SQLite's file VFS cannot
+// lock, so an in-memory database named for the node stands in.
+func dbOptions(t testing.TB, name string) storage.Options {
+	if runtime.GOOS == "js" {
+		return storage.Options{Path: "/" + name + ".db", VFS: "memdb"}
+	}
+	return storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")}
 }
