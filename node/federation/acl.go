@@ -22,15 +22,52 @@ type serverACL struct {
 // are refused and it may not join, backfill or read state. A room without
 // an ACL shuts out nobody.
 func (f *Federation) denied(ctx context.Context, roomID, server string) bool {
+	acl := f.roomACL(ctx, roomID)
+	return acl != nil && acl.denies(server)
+}
+
+// roomACL returns a room's server ACL (nil: none), from memory while the
+// room's state stands still: every PDU received asks. OnOutput forgets a
+// room's ACL when its state changes; a read that raced such a change is
+// not kept.
+func (f *Federation) roomACL(ctx context.Context, roomID string) *serverACL {
+	f.aclMu.Lock()
+	acl, ok := f.acls[roomID]
+	gen := f.aclGen
+	f.aclMu.Unlock()
+	if ok {
+		return acl
+	}
 	ev, err := f.rs.StateEvent(ctx, roomID, "m.room.server_acl", "")
-	if err != nil || ev == nil {
-		return false
+	if err != nil {
+		return nil // not kept: the room may be unknown yet
 	}
-	var acl serverACL
-	if json.Unmarshal(ev.Content(), &acl) != nil {
-		return false // not an ACL at all: nothing to enforce
+	if ev != nil {
+		acl = &serverACL{}
+		if json.Unmarshal(ev.Content(), acl) != nil {
+			acl = nil // not an ACL at all: nothing to enforce
+		}
 	}
-	return acl.denies(server)
+	f.aclMu.Lock()
+	if f.aclGen == gen {
+		if len(f.acls) >= maxCachedACLs {
+			clear(f.acls)
+		}
+		f.acls[roomID] = acl
+	}
+	f.aclMu.Unlock()
+	return acl
+}
+
+// maxCachedACLs bounds the rooms whose ACL is kept in memory.
+const maxCachedACLs = 10_000
+
+// forgetACL drops a room's ACL from memory: its state changed.
+func (f *Federation) forgetACL(roomID string) {
+	f.aclMu.Lock()
+	delete(f.acls, roomID)
+	f.aclGen++
+	f.aclMu.Unlock()
 }
 
 // denies applies the spec's rules: the host (port dropped) must not be an

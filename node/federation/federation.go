@@ -95,6 +95,9 @@ type Federation struct {
 	joined   map[int64][]string // room NID → servers with joined members
 	roomNIDs map[string]int64   // room ID → NID, as the fan-out met them
 
+	aclMu    sync.Mutex
+	acls     map[string]*serverACL // room ID → its ACL (nil: none), see roomACL
+	aclGen   uint64                // bumped by every forgetACL
 	outMu    sync.Mutex
 	outs     []announced // outputs announced since the fan-out last looked
 	outsLost bool        // too many to keep: the fan-out reads the stream
@@ -145,6 +148,7 @@ func New(cfg Config, db *storage.DB, rs *roomserver.Roomserver) (*Federation, er
 		fanWake:    make(chan struct{}, 1),
 		dests:      map[string]*destination{},
 		joined:     map[int64][]string{},
+		acls:       map[string]*serverACL{},
 		roomNIDs:   map[string]int64{},
 		originBusy: map[string]chan struct{}{},
 		nonce:      fmt.Sprintf("%x", time.Now().UnixNano()),
@@ -219,13 +223,22 @@ func (f *Federation) Close() {
 // It never blocks.
 func (f *Federation) OnOutput(outs []roomserver.Output) {
 	ours := string(f.cfg.ServerName)
+	for _, o := range outs {
+		if len(o.Adds) > 0 || len(o.Removes) > 0 {
+			f.forgetACL(o.RoomID)
+		}
+	}
 	f.outMu.Lock()
 	if len(f.outs)+len(outs) > maxAnnounced {
 		f.outs, f.outsLost = f.outs[:0], true
 	} else {
 		for _, o := range outs {
-			f.outs = append(f.outs, announced{pos: o.Pos, roomID: o.RoomID,
-				local: len(o.Adds) == 0 && len(o.Removes) == 0 && serverOf(string(o.Event.SenderID())) == ours})
+			a := announced{pos: o.Pos, roomID: o.RoomID}
+			if len(o.Adds) == 0 && len(o.Removes) == 0 {
+				a.local = serverOf(string(o.Event.SenderID())) == ours
+				a.foreign = !a.local
+			}
+			f.outs = append(f.outs, a)
 		}
 	}
 	f.outMu.Unlock()

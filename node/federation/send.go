@@ -116,8 +116,10 @@ func (f *Federation) inputPDUs(ctx context.Context, origin string, raws []json.R
 	kept := raws[:0:0]
 	for _, raw := range raws {
 		// A room's server ACL refuses the origin's events outright.
-		if p := f.parseStored(ctx, raw); p != nil && f.denied(ctx, p.RoomID().String(), origin) {
-			out[p.EventID()] = fclient.PDUResult{Error: "the room's server ACL does not allow " + origin}
+		if roomID := roomIDOf(raw); roomID != "" && f.denied(ctx, roomID, origin) {
+			if p := f.parseStored(ctx, raw); p != nil {
+				out[p.EventID()] = fclient.PDUResult{Error: "the room's server ACL does not allow " + origin}
+			}
 			continue
 		}
 		kept = append(kept, raw)
@@ -166,15 +168,20 @@ func (f *Federation) inputPDUs(ctx context.Context, origin string, raws []json.R
 	return out
 }
 
-// parseStored parses an event of a room we have, for retrying it.
-func (f *Federation) parseStored(ctx context.Context, raw []byte) gomatrixserverlib.PDU {
+// roomIDOf reads an event's room ID, "" if it has none.
+func roomIDOf(raw []byte) string {
 	var probe struct {
 		RoomID string `json:"room_id"`
 	}
 	if json.Unmarshal(raw, &probe) != nil {
-		return nil
+		return ""
 	}
-	v, err := f.rs.RoomVersion(ctx, probe.RoomID)
+	return probe.RoomID
+}
+
+// parseStored parses an event of a room we have, for retrying it.
+func (f *Federation) parseStored(ctx context.Context, raw []byte) gomatrixserverlib.PDU {
+	v, err := f.rs.RoomVersion(ctx, roomIDOf(raw))
 	if err != nil {
 		return nil
 	}

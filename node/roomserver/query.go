@@ -21,15 +21,39 @@ func (rs *Roomserver) RoomVersion(ctx context.Context, roomID string) (gomatrixs
 	return gomatrixserverlib.RoomVersion(row.Version), nil
 }
 
-func (rs *Roomserver) room(ctx context.Context, roomID string) (*storage.Room, error) {
+// roomRef is what never changes about a room once it exists.
+type roomRef struct {
+	NID     int64
+	Version string
+}
+
+// maxRoomRefs bounds the room reference cache.
+const maxRoomRefs = 10_000
+
+// room returns a room's NID and version, from memory after the first
+// read: every event from another server and every state lookup asks.
+func (rs *Roomserver) room(ctx context.Context, roomID string) (roomRef, error) {
+	rs.refsMu.Lock()
+	ref, ok := rs.refs[roomID]
+	rs.refsMu.Unlock()
+	if ok {
+		return ref, nil
+	}
 	row, err := rs.db.RoomByID(ctx, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, ErrRoomNotFound
+		return roomRef{}, ErrRoomNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("roomserver: room %s: %w", roomID, err)
+		return roomRef{}, fmt.Errorf("roomserver: room %s: %w", roomID, err)
 	}
-	return row, nil
+	ref = roomRef{NID: row.NID, Version: row.Version}
+	rs.refsMu.Lock()
+	if len(rs.refs) >= maxRoomRefs {
+		clear(rs.refs)
+	}
+	rs.refs[roomID] = ref
+	rs.refsMu.Unlock()
+	return ref, nil
 }
 
 // CurrentState returns a room's current state events.

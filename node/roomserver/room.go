@@ -416,6 +416,7 @@ func (r *room) submit(batch []*request) *flight {
 			// will be handed out again; the worker reloads the room.
 			clear(r.pending)
 			r.rs.pdus.clear()
+			r.rs.blocks.clear()
 			for i := range results {
 				if results[i].err == nil {
 					results[i] = result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}

@@ -30,6 +30,8 @@ type Roomserver struct {
 	nids   nidCache
 	blocks blockCache
 	pdus   pduCache
+	refsMu sync.Mutex
+	refs   map[string]roomRef
 }
 
 // New opens the roomserver on db, migrating its tables.
@@ -43,7 +45,7 @@ func New(db *storage.DB, cfg Config) (*Roomserver, error) {
 	if cfg.OnOutput == nil {
 		cfg.OnOutput = func([]Output) {}
 	}
-	return &Roomserver{db: db, cfg: cfg, rooms: map[string]*room{}, nids: newNIDCache()}, nil
+	return &Roomserver{db: db, cfg: cfg, rooms: map[string]*room{}, nids: newNIDCache(), refs: map[string]roomRef{}}, nil
 }
 
 // Close stops the room workers once their queued requests are done.

@@ -21,23 +21,56 @@ type snapshot struct {
 	state  stateMap
 }
 
-// blockCache keeps decoded state blocks; blocks never change once written.
+// blockCache keeps decoded state blocks and snapshots' block lists:
+// neither changes once written. What a write read of its own rows is
+// forgotten when the write fails (clear), as their NIDs are used again.
 type blockCache struct {
-	mu sync.Mutex
-	m  map[int64][]storage.StateEntry
+	mu    sync.Mutex
+	m     map[int64][]storage.StateEntry
+	snaps map[int64][numBlocks]int64
 }
 
-const maxCachedBlocks = 4096
+const (
+	maxCachedBlocks    = 4096
+	maxCachedSnapshots = 1024
+)
+
+func (c *blockCache) clear() {
+	c.mu.Lock()
+	c.m, c.snaps = nil, nil
+	c.mu.Unlock()
+}
+
+// snapshotBlocks returns a snapshot's block NIDs.
+func (c *blockCache) snapshotBlocks(tx *storage.Tx, nid int64) ([numBlocks]int64, error) {
+	c.mu.Lock()
+	blocks, ok := c.snaps[nid]
+	c.mu.Unlock()
+	if ok {
+		return blocks, nil
+	}
+	list, err := storage.SnapshotBlocksTx(tx, nid)
+	if err != nil {
+		return blocks, err
+	}
+	copy(blocks[:], list)
+	c.mu.Lock()
+	if c.snaps == nil || len(c.snaps) >= maxCachedSnapshots {
+		c.snaps = map[int64][numBlocks]int64{} // crude, but bounded
+	}
+	c.snaps[nid] = blocks
+	c.mu.Unlock()
+	return blocks, nil
+}
 
 // loadSnapshot reads a snapshot and its entries. Inside a write it must
 // read through tx, as the snapshot may have been written by it.
 func (rs *Roomserver) loadSnapshot(tx *storage.Tx, nid int64) (*snapshot, error) {
-	blocks, err := storage.SnapshotBlocksTx(tx, nid)
+	blocks, err := rs.blocks.snapshotBlocks(tx, nid)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d: %w", nid, err)
 	}
-	s := &snapshot{nid: nid, state: stateMap{}}
-	copy(s.blocks[:], blocks)
+	s := &snapshot{nid: nid, blocks: blocks, state: stateMap{}}
 	for _, b := range blocks {
 		if b == 0 {
 			continue

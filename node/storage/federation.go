@@ -188,40 +188,32 @@ type FedEDU struct {
 // event is gone or was rejected come back with nil JSON so they are
 // deleted with the rest.
 func (db *DB) PeekQueue(ctx context.Context, dest string, maxPDUs, maxEDUs int) ([]FedPDU, []FedEDU, error) {
-	rows, err := db.Query(ctx, withLimit(`SELECT q.seq, CASE WHEN e.rejected THEN NULL ELSE e.json END
+	// One statement for both queues: a sender peeks after every event.
+	rows, err := db.Query(ctx, `SELECT * FROM (`+withLimit(`SELECT 0, q.seq, CASE WHEN e.rejected THEN NULL ELSE e.json END
 		FROM fed_pdus q LEFT JOIN events e ON e.event_nid = q.event_nid
-		WHERE q.dest = ? ORDER BY q.seq`, maxPDUs), dest)
+		WHERE q.dest = ?1 ORDER BY q.seq`, maxPDUs)+`) UNION ALL SELECT * FROM (`+
+		withLimit(`SELECT 1, seq, edu FROM fed_edus WHERE dest = ?1 ORDER BY seq`, maxEDUs)+`)`, dest)
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage: peek pdus for %s: %w", dest, err)
-	}
-	var pdus []FedPDU
-	for rows.Next() {
-		var p FedPDU
-		if err := rows.Scan(&p.Seq, &p.JSON); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		if p.JSON != nil {
-			p.JSON = db.Unpack(p.JSON)
-		}
-		pdus = append(pdus, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
-	rows, err = db.Query(ctx, withLimit(`SELECT seq, edu FROM fed_edus WHERE dest = ? ORDER BY seq`, maxEDUs), dest)
-	if err != nil {
-		return nil, nil, fmt.Errorf("storage: peek edus for %s: %w", dest, err)
+		return nil, nil, fmt.Errorf("storage: peek queue of %s: %w", dest, err)
 	}
 	defer rows.Close()
+	var pdus []FedPDU
 	var edus []FedEDU
 	for rows.Next() {
-		var e FedEDU
-		if err := rows.Scan(&e.Seq, &e.JSON); err != nil {
+		var edu bool
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&edu, &seq, &b); err != nil {
 			return nil, nil, err
 		}
-		edus = append(edus, e)
+		switch {
+		case edu:
+			edus = append(edus, FedEDU{Seq: seq, JSON: b})
+		case b != nil:
+			pdus = append(pdus, FedPDU{Seq: seq, JSON: db.Unpack(b)})
+		default:
+			pdus = append(pdus, FedPDU{Seq: seq})
+		}
 	}
 	return pdus, edus, rows.Err()
 }
