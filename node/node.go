@@ -31,7 +31,15 @@ type Config struct {
 	// KeyOf returns the signing key of another server from its name
 	// (Hearth's names are their keys; see p2p/identity).
 	KeyOf func(serverName string) (ed25519.PublicKey, error)
-	DB    storage.Options
+	// Verifier, when set, checks other servers' signatures instead of the
+	// roomserver.NameVerifier built from KeyOf: the browser supplies one
+	// backed by WebCrypto, which is several times faster than Go in wasm.
+	Verifier gomatrixserverlib.JSONVerifier
+	// VerifyWidth is how many received events are verified at once
+	// (roomserver.Config.VerifyWidth); 0: one per core. A Verifier that
+	// waits on another thread wants more than cores.
+	VerifyWidth int
+	DB          storage.Options
 	// OpenRegistration allows m.login.dummy registration;
 	// RegistrationFrom, when set, only for the requests it accepts.
 	OpenRegistration bool
@@ -89,16 +97,17 @@ func (n *Node) start() error {
 	if n.Sync, err = syncapi.New(n.DB, syncapi.Config{Logger: cfg.Logger, Backfill: n.backfill, ServerName: cfg.ServerName}); err != nil {
 		return err
 	}
-	var verifier gomatrixserverlib.JSONVerifier
-	if cfg.KeyOf != nil {
+	verifier := cfg.Verifier
+	if verifier == nil && cfg.KeyOf != nil {
 		verifier = roomserver.NameVerifier{KeyID: gomatrixserverlib.KeyID(cfg.KeyID), KeyOf: cfg.KeyOf}
 	}
 	n.Room, err = roomserver.New(n.DB, roomserver.Config{
-		ServerName: spec.ServerName(cfg.ServerName),
-		KeyID:      gomatrixserverlib.KeyID(cfg.KeyID),
-		PrivateKey: cfg.PrivateKey,
-		Verifier:   verifier,
-		OnOutput:   n.onOutput,
+		ServerName:  spec.ServerName(cfg.ServerName),
+		KeyID:       gomatrixserverlib.KeyID(cfg.KeyID),
+		PrivateKey:  cfg.PrivateKey,
+		Verifier:    verifier,
+		VerifyWidth: cfg.VerifyWidth,
+		OnOutput:    n.onOutput,
 	})
 	if err != nil {
 		return err

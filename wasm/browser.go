@@ -129,11 +129,19 @@ func (b *browserNode) startNode(id *identity.Identity, boot, relays []ma.Multiad
 		db = storage.Options{Path: "/hearth.db", VFS: "memdb"}
 		b.log.Warn("OPFS is not available: this node is NOT persistent")
 	}
+	// Signatures are checked by WebCrypto where it has Ed25519; waiting
+	// on it, many events are verified at once.
+	verifier, verifyWidth := newVerifier(identity.KeyID, identity.PublicKeyOf, b.log), 0
+	if _, ok := verifier.(*webCryptoVerifier); ok {
+		verifyWidth = webCryptoWidth
+	}
 	n, err := node.New(node.Config{
 		ServerName:       id.ServerName,
 		KeyID:            identity.KeyID,
 		PrivateKey:       id.Private,
 		KeyOf:            identity.PublicKeyOf,
+		Verifier:         verifier,
+		VerifyWidth:      verifyWidth,
 		DB:               db,
 		OpenRegistration: true, // only this origin's pages reach the handler
 		// Federation waits for the libp2p host, which starts after the

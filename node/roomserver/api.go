@@ -28,6 +28,10 @@ type Config struct {
 	// Verifier checks other servers' signatures (Hearth's decodes the key
 	// from the server name).
 	Verifier gomatrixserverlib.JSONVerifier
+	// VerifyWidth is how many events Verify checks at once; 0: one per
+	// core (GOMAXPROCS). A Verifier that waits rather than computes (the
+	// browser's WebCrypto works on its own threads) wants more.
+	VerifyWidth int
 	// OnOutput is called after each commit with the events that entered
 	// the stream, in stream order. It must not block for long.
 	OnOutput func([]Output)

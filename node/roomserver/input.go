@@ -96,10 +96,15 @@ func (v *Verified) PDU() gomatrixserverlib.PDU { return v.pdu }
 
 // Verify parses events from other servers, checks their hashes and
 // signatures and works out their IDs (a hash of the redacted event), on
-// every core: most of what accepting an event from another server costs.
+// every core (or Config.VerifyWidth at once): most of what accepting an
+// event from another server costs.
 func (rs *Roomserver) Verify(ctx context.Context, evs []InputEvent) []Verified {
 	out := make([]Verified, len(evs))
-	parallel(len(evs), func(i int) {
+	width := rs.cfg.VerifyWidth
+	if width <= 0 {
+		width = runtime.GOMAXPROCS(0)
+	}
+	parallel(width, len(evs), func(i int) {
 		out[i].InputEvent = evs[i]
 		if out[i].pdu, out[i].Err = rs.parseUntrusted(ctx, evs[i]); out[i].Err == nil {
 			out[i].pdu.EventID() // remembered by the event
@@ -181,9 +186,9 @@ func (rs *Roomserver) appendInputLog(ctx context.Context, logged []*remoteEvent)
 	return nil
 }
 
-// parallel runs f(0)…f(n-1) on every core.
-func parallel(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
+// parallel runs f(0)…f(n-1), up to width at once.
+func parallel(width, n int, f func(i int)) {
+	workers := min(width, n)
 	if workers <= 1 {
 		for i := range n {
 			f(i)
