@@ -3,11 +3,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +107,12 @@ func verifyCases(t testing.TB) []verifyCase {
 			m["signatures"] = map[string]any{a.name: map[string]any{identity.KeyID: "AAAA"}}
 		}), false},
 		{"signatures not an object", a.name, edit(t, good, func(m map[string]any) { m["signatures"] = 7 }), false},
+		{"signature not a string", a.name, edit(t, good, func(m map[string]any) {
+			m["signatures"] = map[string]any{a.name: map[string]any{identity.KeyID: 7}}
+		}), false},
+		// Repeated keys: the last counts, for either verifier.
+		{"a bad signature repeated after the good one", a.name, repeatKey(good, a.name, "AAAA"), false},
+		{"the good signature repeated after a bad one", a.name, repeatKey(repeatKey(good, a.name, "AAAA"), a.name, signatureOf(t, good, a.name)), true},
 		{"not JSON", a.name, []byte("not json"), false},
 		{"not an object", a.name, []byte(`[1,2]`), false},
 		{"server name that is not a key", "example.org", good, false},
@@ -305,4 +313,27 @@ func BenchmarkVerify(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifies/s")
 		})
 	}
+}
+
+// repeatKey appends a second entry for server's key ID to the signatures
+// of msg (JSON with a repeated key: encoding/json keeps the last).
+func repeatKey(msg []byte, server, sig string) []byte {
+	entry := fmt.Sprintf(`%q:%q`, identity.KeyID, sig)
+	i := bytes.Index(msg, []byte(fmt.Sprintf(`%q:{`, server)))
+	if i < 0 {
+		panic("no signatures of " + server)
+	}
+	at := bytes.IndexByte(msg[i:], '}') + i
+	return slices.Concat(msg[:at], []byte(","+entry), msg[at:])
+}
+
+// signatureOf is server's signature in msg.
+func signatureOf(t testing.TB, msg []byte, server string) string {
+	var m struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(msg, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Signatures[server][identity.KeyID]
 }
