@@ -7,9 +7,10 @@ import (
 
 // Sync's reads of its own tables, inside a SyncSnapshot.
 
-// StreamPositions are the newest positions of the streams other than the
-// room stream, as one snapshot sees them.
+// StreamPositions are the newest positions of the streams, as one
+// snapshot sees them.
 type StreamPositions struct {
+	Room        int64 // the room stream's (MaxPos)
 	AccountData int64 // the user's newest account data
 	Receipt     int64
 	ToDevice    int64 // high-water mark: deleted messages keep it
@@ -20,7 +21,7 @@ type StreamPositions struct {
 // statement.
 func (ss *SyncSnapshot) Positions(userID string) (StreamPositions, error) {
 	var p StreamPositions
-	err := ss.stmt(stPositions).QueryRowContext(ss.ctx, userID).Scan(&p.AccountData, &p.Receipt, &p.ToDevice, &p.DeviceList)
+	err := ss.stmt(stPositions).QueryRowContext(ss.ctx, userID).Scan(&p.Room, &p.AccountData, &p.Receipt, &p.ToDevice, &p.DeviceList)
 	if err != nil {
 		return p, fmt.Errorf("storage: stream positions: %w", err)
 	}

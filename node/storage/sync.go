@@ -31,9 +31,12 @@ const (
 	stMaxAccountDataPos
 	stAccountDataSince
 	stUserRooms
+	stUserRoomsSync
+	stChangedRoomsNear
 	stChangedRoomsTail
 	stChangedRoomsSeek
-	stMembership
+	stMembershipByID
+	stRoomAccess
 	stStreamDesc
 	stStreamAsc
 	stStreamEventsDesc
@@ -54,7 +57,6 @@ const (
 	stSnapshot
 	stBlocks
 	stTxnIDs
-	stRoomByID
 	stPositions
 	stKeyCounts
 	stReceiptsOfRooms
@@ -69,6 +71,27 @@ const (
 	stHeroes
 	numSyncStmts
 )
+
+// The columns of a UserRoom (memberships m joined to rooms r) but its
+// sync columns.
+const userRoomCols = `m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
+	COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)`
+
+// syncRoomCols are a UserRoom's sync columns, a seek each per room; read
+// with the rooms, they save a sync a query each per room. The read
+// position is what stOwnReadPos reads; the newest state change is a seek
+// on the partial index stream_state.
+const syncRoomCols = `(SELECT COALESCE(MAX(rc.event_pos), 0) FROM receipts rc
+		WHERE rc.room_id = r.room_id AND rc.user_id = m.user_id AND ` + mainReadReceipt + `),
+	COALESCE((SELECT MAX(s.pos) FROM stream s
+		WHERE s.room_nid = m.room_nid AND (s.adds != x'' OR s.removes != x'')), 0)`
+
+// mainReadReceipt picks, among a user's receipts in a room (rc, found
+// by a primary key prefix seek), the main timeline's read receipts. The
+// unary + keeps the lists from driving the index: as index keys SQLite
+// builds a temporary table of them at every execution (felt in the
+// browser); as filters they are two comparisons.
+const mainReadReceipt = `+rc.type IN ('m.read', 'm.read.private') AND +rc.thread_id IN ('', 'main')`
 
 // Columns of an event joined to a stream row; kept in one place so the
 // scanners and the queries agree.
@@ -86,24 +109,42 @@ var syncQueries = [numSyncStmts]string{
 	// One statement for the whole room list: each room's newest stream
 	// position is an index seek on stream_room, so an incremental sync
 	// finds its changed rooms without a query per room.
-	stUserRooms: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
-			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
-		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`,
+	stUserRooms: `SELECT ` + userRoomCols + `, NULL, NULL
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?1`,
+	// The same with the sync columns.
+	stUserRoomsSync: `SELECT ` + userRoomCols + `, ` + syncRoomCols + `
+		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?1`,
 	// The user's rooms with news after a position: found from the stream's
 	// tail when the gap is short (one range scan, no per-room seek), or by
 	// one seek per room when it is long, so neither a busy server nor an
-	// old token makes it slow.
-	stChangedRoomsTail: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
-			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+	// old token makes it slow. When the gap is a few positions (a
+	// long-poll's), the tail's rows drive instead: each room's newest row
+	// (a seek on stream_room tells) is looked up in the user's
+	// memberships, so no temporary table is built for the tail's rooms,
+	// and the row's position is the room's newest. A membership change is
+	// a stream row of its room (the member event's row, whose position the
+	// membership records), so the tail has it.
+	stChangedRoomsNear: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos, t.pos, ` + syncRoomCols + `
+		FROM stream t CROSS JOIN memberships m CROSS JOIN rooms r
+		WHERE t.pos > ?2 AND t.pos = (SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = t.room_nid)
+			AND m.user_id = ?1 AND m.room_nid = t.room_nid AND r.room_nid = t.room_nid`,
+	stChangedRoomsTail: `SELECT ` + userRoomCols + `, ` + syncRoomCols + `
 		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
 		WHERE m.user_id = ?1 AND (m.pos > ?2 OR m.room_nid IN (SELECT room_nid FROM stream WHERE pos > ?2))`,
-	stChangedRoomsSeek: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
-			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
+	stChangedRoomsSeek: `SELECT ` + userRoomCols + `, ` + syncRoomCols + `
 		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
 		WHERE m.user_id = ?1 AND (m.pos > ?2 OR EXISTS (SELECT 1 FROM stream s WHERE s.room_nid = m.room_nid AND s.pos > ?2))`,
-	stMembership: `SELECT m.room_nid, r.room_id, r.version, m.membership, m.event_nid, m.pos,
-			COALESCE((SELECT MAX(s.pos) FROM stream s WHERE s.room_nid = m.room_nid), 0)
-		FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ? AND m.room_nid = ?`,
+	stMembershipByID: `SELECT ` + userRoomCols + `, ` + syncRoomCols + `
+		FROM rooms r JOIN memberships m ON m.room_nid = r.room_nid WHERE r.room_id = ?2 AND m.user_id = ?1`,
+	// What a history request (/messages, /context, /event) starts from,
+	// in one statement: the snapshot's newest stream position and the
+	// user's newest account data position (which keys the cache of
+	// ignored users), the room and the user's membership of it (NULLs if
+	// none). No row: no room.
+	stRoomAccess: `SELECT (SELECT COALESCE(MAX(pos), 0) FROM stream),
+			(SELECT COALESCE(MAX(pos), 0) FROM account_data WHERE user_id = ?2),
+			r.room_nid, r.version, m.membership, m.event_nid, m.pos
+		FROM rooms r LEFT JOIN memberships m ON m.user_id = ?2 AND m.room_nid = r.room_nid WHERE r.room_id = ?1`,
 	stStreamDesc: `SELECT s.pos, s.adds, s.removes, ` + syncEventCols + `
 		FROM stream s JOIN events e ON e.event_nid = s.event_nid
 		WHERE s.room_nid = ? AND s.pos > ? AND s.pos <= ? ORDER BY s.pos DESC`,
@@ -147,11 +188,11 @@ var syncQueries = [numSyncStmts]string{
 	// prefix); an index on transactions (event_nid) would make it a seek.
 	stTxnIDs: `SELECT event_nid, txn_id FROM transactions
 		WHERE device = ? AND room_nid = ? AND event_nid IN (SELECT value FROM json_each(?))`,
-	stRoomByID: `SELECT room_nid, version FROM rooms WHERE room_id = ?`,
-	// Every stream's newest position but the room stream's, in one
-	// statement: an empty incremental sync runs no more queries than
-	// before these streams existed.
-	stPositions: `SELECT (SELECT COALESCE(MAX(pos), 0) FROM account_data WHERE user_id = ?1),
+	// Every stream's newest position, in one statement: an empty
+	// incremental sync runs no more queries than before these streams
+	// existed.
+	stPositions: `SELECT (SELECT COALESCE(MAX(pos), 0) FROM stream),
+		(SELECT COALESCE(MAX(pos), 0) FROM account_data WHERE user_id = ?1),
 		(SELECT COALESCE(MAX(pos), 0) FROM receipts),
 		COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'to_device'), 0),
 		(SELECT COALESCE(MAX(pos), 0) FROM device_list_changes)`,
@@ -165,8 +206,8 @@ var syncQueries = [numSyncStmts]string{
 	stReceiptsTail: `SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts
 		WHERE pos > ?1 AND pos <= ?2 AND (type != 'm.read.private' OR user_id = ?3)`,
 	// Where a user's main-timeline read receipts point (a primary key seek).
-	stOwnReadPos: `SELECT COALESCE(MAX(event_pos), 0) FROM receipts WHERE room_id = ? AND user_id = ?
-		AND type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')`,
+	stOwnReadPos: `SELECT COALESCE(MAX(rc.event_pos), 0) FROM receipts rc WHERE rc.room_id = ? AND rc.user_id = ?
+		AND ` + mainReadReceipt,
 	stToDevice: `SELECT pos, sender, type, content FROM to_device
 		WHERE user_id = ? AND device_id = ? AND pos > ? AND pos <= ? ORDER BY pos`,
 	stDeviceListsSince: `SELECT user_id FROM device_list_changes WHERE pos > ? AND pos <= ?`,
@@ -299,27 +340,48 @@ type UserRoom struct {
 	EventNID   int64 // the membership event
 	Pos        int64 // stream position where the membership last changed
 	LatestPos  int64 // the room's newest stream position
+	// The sync columns, read when SyncCols (by the queries for a sync's
+	// rooms): ReadPos is where the user's main-timeline read receipts
+	// point (OwnReadPos), StatePos the room's newest stream position that
+	// changed its state (0 if none).
+	SyncCols          bool
+	ReadPos, StatePos int64
 }
 
 func scanUserRoom(s scanner) (UserRoom, error) {
 	var u UserRoom
-	err := s.Scan(&u.RoomNID, &u.RoomID, &u.Version, &u.Membership, &u.EventNID, &u.Pos, &u.LatestPos)
+	var read, state sql.NullInt64
+	err := s.Scan(&u.RoomNID, &u.RoomID, &u.Version, &u.Membership, &u.EventNID, &u.Pos, &u.LatestPos, &read, &state)
+	u.SyncCols, u.ReadPos, u.StatePos = read.Valid, read.Int64, state.Int64
 	return u, err
 }
 
-// UserRooms lists every room the user has a membership of.
-func (ss *SyncSnapshot) UserRooms(userID string) ([]UserRoom, error) {
-	return scanUserRooms(ss.stmt(stUserRooms).QueryContext(ss.ctx, userID))
+// UserRooms lists every room the user has a membership of, with the sync
+// columns if asked.
+func (ss *SyncSnapshot) UserRooms(userID string, syncCols bool) ([]UserRoom, error) {
+	st := stUserRooms
+	if syncCols {
+		st = stUserRoomsSync
+	}
+	return scanUserRooms(ss.stmt(st).QueryContext(ss.ctx, userID))
 }
 
-// tailScanMax is the longest stream gap ChangedRooms reads from the tail.
-const tailScanMax = 2000
+// The longest stream gaps ChangedRooms reads with its near and its tail
+// query; longer ones seek each of the user's rooms.
+const (
+	nearScanMax = 64
+	tailScanMax = 2000
+)
 
 // ChangedRooms lists the user's rooms whose membership changed, or that
-// got events, after stream position since (upto is the snapshot's newest).
+// got events, after stream position since (upto is the snapshot's
+// newest), with the sync columns.
 func (ss *SyncSnapshot) ChangedRooms(userID string, since, upto int64) ([]UserRoom, error) {
 	st := stChangedRoomsSeek
-	if upto-since <= tailScanMax {
+	switch {
+	case upto-since <= nearScanMax:
+		st = stChangedRoomsNear
+	case upto-since <= tailScanMax:
 		st = stChangedRoomsTail
 	}
 	return scanUserRooms(ss.stmt(st).QueryContext(ss.ctx, userID, since))
@@ -342,16 +404,28 @@ func scanUserRooms(rows *sql.Rows, err error) ([]UserRoom, error) {
 	return out, rows.Err()
 }
 
-// Membership returns a user's membership of one room, or ErrNotFound.
-func (ss *SyncSnapshot) Membership(userID string, roomNID int64) (UserRoom, error) {
-	u, err := scanUserRoom(ss.stmt(stMembership).QueryRowContext(ss.ctx, userID, roomNID))
+// MembershipByID returns a user's membership of a room, with the sync
+// columns, or ErrNotFound.
+func (ss *SyncSnapshot) MembershipByID(userID, roomID string) (UserRoom, error) {
+	u, err := scanUserRoom(ss.stmt(stMembershipByID).QueryRowContext(ss.ctx, userID, roomID))
 	return u, notFound(err)
 }
 
-// RoomByID returns a room's NID and version, or ErrNotFound.
-func (ss *SyncSnapshot) RoomByID(roomID string) (nid int64, version string, err error) {
-	err = ss.stmt(stRoomByID).QueryRowContext(ss.ctx, roomID).Scan(&nid, &version)
-	return nid, version, notFound(err)
+// RoomAccess reads what a history request starts from: the newest
+// positions of the stream and of the user's account data
+// (MaxAccountDataPos), the room, and the user's membership of it
+// (ur.Membership "" if none; neither LatestPos nor the sync columns are
+// read). ErrNotFound: no such room.
+func (ss *SyncSnapshot) RoomAccess(roomID, userID string) (maxPos, accountDataPos int64, ur UserRoom, err error) {
+	var membership sql.NullString
+	var eventNID, pos sql.NullInt64
+	err = ss.stmt(stRoomAccess).QueryRowContext(ss.ctx, roomID, userID).Scan(&maxPos, &accountDataPos,
+		&ur.RoomNID, &ur.Version, &membership, &eventNID, &pos)
+	if err != nil {
+		return 0, 0, UserRoom{}, notFound(err)
+	}
+	ur.RoomID, ur.Membership, ur.EventNID, ur.Pos = roomID, membership.String, eventNID.Int64, pos.Int64
+	return maxPos, accountDataPos, ur, nil
 }
 
 // SyncEvent is the part of an event's row sync reads.

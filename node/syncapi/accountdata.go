@@ -13,6 +13,9 @@ func (rd *reader) accountData(res *syncResponse, req *syncRequest, after, upto i
 	if req.since == nil || req.fullState {
 		after = 0
 	}
+	if after >= upto { // nothing new: upto is the user's newest
+		return nil
+	}
 	items, err := rd.snap.AccountDataSince(rd.user, after, upto)
 	if err != nil {
 		return fmt.Errorf("syncapi: account data: %w", err)

@@ -89,6 +89,35 @@ func BenchmarkIncrementalSyncEmpty(b *testing.B) {
 	}
 }
 
+// The common incremental sync: one new message, from someone else, in
+// one of the user's 50 rooms (the /sync a chat message wakes).
+func BenchmarkIncrementalSyncOneMessage(b *testing.B) {
+	h := newHarness(b)
+	var room string
+	for i := 0; i < 50; i++ {
+		room = h.createRoom(alice)
+		h.fill(room, alice, 20)
+	}
+	h.send(room, member(bob, bob, "join"))
+	var res struct {
+		NextBatch string `json:"next_batch"`
+	}
+	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		h.send(room, msg(bob, fmt.Sprint("message ", i)))
+		target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(res.NextBatch)
+		b.StartTimer()
+		body := serve(b, h.sy.HandleSync, alice, target, nil)
+		b.StopTimer()
+		json.Unmarshal(body, &res)
+		b.StartTimer()
+	}
+}
+
 // An old since token: 20,000 events ago, for a user in 50 rooms of which
 // 10 changed (400 events each); the other 16,000 events went to rooms the
 // user is not in. The work follows the changed rooms, not the history.
@@ -124,12 +153,22 @@ func BenchmarkMessagesPageCold(b *testing.B) {
 	benchMessages(b, syncapi.Config{EventCacheSize: -1})
 }
 
+// Pages of one event: what every /messages request costs whatever its
+// size (the read, the room and membership, the ignore list).
+func BenchmarkMessagesPageOfOne(b *testing.B) {
+	benchMessagesLimit(b, syncapi.Config{}, 1)
+}
+
 func benchMessages(b *testing.B, cfg syncapi.Config) {
+	benchMessagesLimit(b, cfg, 100)
+}
+
+func benchMessagesLimit(b *testing.B, cfg syncapi.Config, limit int) {
 	h := newHarnessCfg(b, cfg)
 	room := h.createRoom(alice)
 	h.fill(room, alice, 4200)
 	path := map[string]string{"roomId": room}
-	base := "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/messages?dir=b&limit=100"
+	base := "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/messages?dir=b&limit=" + fmt.Sprint(limit)
 	from := ""
 	pages := 0
 	b.ResetTimer()

@@ -83,6 +83,9 @@ func (rd *reader) deviceListDelta(from, to Token, rooms []storage.UserRoom) (cha
 		if ur.Membership != "join" && ur.Membership != "leave" && ur.Membership != "ban" {
 			continue
 		}
+		if ur.SyncCols && ur.StatePos <= from.Room {
+			continue // no member moved: no state changed after from
+		}
 		rm := roomInfo{ur.RoomNID, ur.RoomID, ur.Version}
 		moves, err := rd.memberMoves(rm, from.Room, to.Room)
 		if err != nil {
@@ -253,7 +256,7 @@ func (s *Syncer) KeyChanges(ctx context.Context, userID, from, to string) (chang
 	if err != nil {
 		return nil, nil, httputil.InvalidParam("malformed to token")
 	}
-	rd, err := s.newReader(ctx, userID, "")
+	rd, err := s.openReader(ctx, userID, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -262,6 +265,7 @@ func (s *Syncer) KeyChanges(ctx context.Context, userID, from, to string) (chang
 	if err != nil {
 		return nil, nil, err
 	}
+	rd.readPos = pos.Room
 	t.Room, t.DeviceList = min(t.Room, rd.readPos), min(t.DeviceList, pos.DeviceList)
 	if f.Room >= t.Room && f.DeviceList >= t.DeviceList {
 		return []string{}, []string{}, nil

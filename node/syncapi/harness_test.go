@@ -10,12 +10,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	_ "github.com/ncruces/go-sqlite3/vfs/memdb" // the database under js/wasm
 
 	"hearth/node/httputil"
 	"hearth/node/roomserver"
@@ -49,8 +52,23 @@ func newHarness(t testing.TB) *harness {
 
 func newHarnessCfg(t testing.TB, cfg syncapi.Config) *harness {
 	t.Helper()
-	return newHarnessOpts(t, cfg, storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")})
+	return newHarnessOpts(t, cfg, dbOptions(t))
 }
+
+var dbSeq atomic.Int64
+
+// dbOptions puts the database in a temporary file. Under js/wasm (to
+// profile sync as the browser runs it) SQLite's file VFS cannot lock, so
+// an in-memory database stands in, as in testnode.
+func dbOptions(t testing.TB) storage.Options {
+	if runtime.GOOS == "js" {
+		return storage.Options{Path: fmt.Sprintf("/syncapi%d.db", dbSeq.Add(1)), VFS: "memdb"}
+	}
+	return storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")}
+}
+
+// exclusive is o with the browser's single connection.
+func exclusive(o storage.Options) storage.Options { o.Exclusive = true; return o }
 
 func newHarnessOpts(t testing.TB, cfg syncapi.Config, opts storage.Options) *harness {
 	t.Helper()

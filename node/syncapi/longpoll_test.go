@@ -5,12 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"hearth/node/httputil"
-	"hearth/node/storage"
 	"hearth/node/syncapi"
 )
 
@@ -182,7 +180,7 @@ func TestBadInput(t *testing.T) {
 // must never hold it while waiting, nor ask for a second one.
 func TestExclusiveConnection(t *testing.T) {
 	h := newHarnessOpts(t, syncapi.Config{MaxTimeout: 10 * time.Second},
-		storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db"), Exclusive: true})
+		exclusive(dbOptions(t)))
 	room := h.createRoom(alice)
 	res := h.sync(alice, "", "")
 	done := make(chan bool, 1)

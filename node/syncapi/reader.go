@@ -13,9 +13,11 @@ import (
 // reader is one request's view of the database: a snapshot and the
 // helpers that turn its rows into events and state.
 type reader struct {
-	s       *Syncer
-	snap    *storage.SyncSnapshot
-	readPos int64 // the snapshot's newest stream position
+	s    *Syncer
+	snap *storage.SyncSnapshot
+	// readPos is the snapshot's newest stream position: read with the
+	// first query that needs it (see openReader).
+	readPos int64
 	user    string
 	device  string // the transactions table's device key (clientevent.TxnDevice)
 	// deviceID is the requesting device's ID.
@@ -37,6 +39,19 @@ type reader struct {
 	// paging walks far more events than the cache holds, and would only
 	// evict the recent ones every sync needs.
 	lookOnly bool
+	// walks keeps what the newest-first scans of a sync passed, by room
+	// NID, for its unread counts (nil: not kept).
+	walks map[int64]*walk
+}
+
+// walk is what a newest-first scan of a room's stream passed: every row
+// (without its JSON) and its event (nil if unreadable), covering the
+// positions (lo, hi]. Like every stream read, it has no rows without an
+// event.
+type walk struct {
+	lo, hi int64
+	rows   []storage.StreamRow
+	evs    []*event
 }
 
 // roomInfo names a room as sync needs it.
@@ -46,24 +61,36 @@ type roomInfo struct {
 	version string
 }
 
-func (s *Syncer) newReader(ctx context.Context, user, device string) (*reader, error) {
+// openReader begins a read without reading its stream position: the
+// caller's first query reads it with what else it needs (streamsNow,
+// roomAccess), one statement fewer per request.
+func (s *Syncer) openReader(ctx context.Context, user, device string) (*reader, error) {
 	began := s.keyCounts.begin()
 	snap, err := s.store.Snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pos, err := snap.MaxPos()
+	return &reader{s: s, snap: snap, user: user, device: clientevent.TxnDevice(user, device), deviceID: device, accountDataPos: -1, keysBegan: began}, nil
+}
+
+// newReader begins a read at the newest stream position.
+func (s *Syncer) newReader(ctx context.Context, user, device string) (*reader, error) {
+	rd, err := s.openReader(ctx, user, device)
 	if err != nil {
-		snap.Close()
+		return nil, err
+	}
+	if rd.readPos, err = rd.snap.MaxPos(); err != nil {
+		rd.close()
 		return nil, fmt.Errorf("syncapi: max stream position: %w", err)
 	}
-	return &reader{s: s, snap: snap, readPos: pos, user: user, device: clientevent.TxnDevice(user, device), deviceID: device, accountDataPos: -1, keysBegan: began}, nil
+	return rd, nil
 }
 
 // historyReader is a reader for a request about history (/messages,
-// /context, /event): it reads the event cache without filling it.
+// /context, /event): it reads the event cache without filling it, and
+// its position with the room (roomAccess).
 func (s *Syncer) historyReader(ctx context.Context, dev *httputil.Device) (*reader, error) {
-	rd, err := s.newReader(ctx, dev.UserID, dev.DeviceID)
+	rd, err := s.openReader(ctx, dev.UserID, dev.DeviceID)
 	if err != nil {
 		return nil, err
 	}
@@ -145,22 +172,39 @@ func (rd *reader) typeNames(nids []int64) (map[int64]string, error) {
 	rd.s.typeMu.Lock()
 	for n, t := range got {
 		rd.s.types[n] = t
+		rd.s.typeNIDs[t] = n
 		out[n] = t
 	}
 	rd.s.typeMu.Unlock()
 	return out, nil
 }
 
-// typeNID returns the NID of a well-known event type (0 if unknown).
+// typeNIDs returns the NIDs of event types; unknown ones are left out.
+// Those known are cached for good: a NID never changes meaning, and one
+// a newer snapshot knows matches no event in an older one.
 func (rd *reader) typeNIDs(types []string) (map[string]int64, error) {
-	got, err := rd.snap.TypeNIDs(types)
+	out := make(map[string]int64, len(types))
+	var missing []string
+	rd.s.typeMu.RLock()
+	for _, t := range types {
+		if n, ok := rd.s.typeNIDs[t]; ok {
+			out[t] = n
+		} else {
+			missing = append(missing, t)
+		}
+	}
+	rd.s.typeMu.RUnlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	got, err := rd.snap.TypeNIDs(missing)
 	if err != nil {
 		return nil, fmt.Errorf("syncapi: event type NIDs: %w", err)
 	}
-	out := make(map[string]int64, len(got))
 	rd.s.typeMu.Lock()
 	for n, t := range got {
 		rd.s.types[n] = t
+		rd.s.typeNIDs[t] = n
 		out[t] = n
 	}
 	rd.s.typeMu.Unlock()
@@ -223,6 +267,8 @@ func (rd *reader) scan(rm roomInfo, after, upto int64, desc bool, limit int, f *
 	}
 	filtered := f != nil && f.selective()
 	window = make([]storage.StreamRow, 0, min(limit+1, 128))
+	keep := desc && rd.walks != nil
+	var all []*event
 	err = rd.snap.StreamEach(rm.nid, after, upto, desc, func(r *storage.StreamRow) bool {
 		if len(evs) == limit || len(window) >= maxScan {
 			more = true
@@ -232,6 +278,9 @@ func (rd *reader) scan(rm roomInfo, after, upto int64, desc bool, limit int, f *
 		row := *r
 		row.Event.JSON = nil
 		window = append(window, row)
+		if keep {
+			all = append(all, ev)
+		}
 		if ev != nil && (!filtered || f.allowsEvent(ev)) {
 			evs = append(evs, ev)
 		}
@@ -239,6 +288,16 @@ func (rd *reader) scan(rm roomInfo, after, upto int64, desc bool, limit int, f *
 	})
 	if err != nil {
 		return nil, nil, false, err
+	}
+	if keep {
+		w := &walk{lo: after, hi: upto, rows: window, evs: all}
+		if more { // it saw the rows from its last one up
+			w.lo = upto
+			if len(window) > 0 {
+				w.lo = window[len(window)-1].Pos - 1
+			}
+		}
+		rd.walks[rm.nid] = w
 	}
 	return window, evs, more, nil
 }

@@ -220,11 +220,12 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 // had been sent as of sincePtr.
 func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *slidingRequest, sincePtr *Token, prev sentRooms, tdSince int64) (*slidingResponse, []string, Token, error) {
 	user := dev.UserID
-	rd, err := s.newReader(ctx, user, dev.DeviceID)
+	rd, err := s.openReader(ctx, user, dev.DeviceID)
 	if err != nil {
 		return nil, nil, Token{}, err
 	}
 	defer rd.close()
+	rd.walks = map[int64]*walk{}
 	var since Token
 	if sincePtr != nil {
 		since = *sincePtr
@@ -240,7 +241,7 @@ func (s *Syncer) slidingOnce(ctx context.Context, dev *httputil.Device, req *sli
 		since.Typing = 0
 	}
 
-	all, err := rd.snap.UserRooms(user)
+	all, err := rd.snap.UserRooms(user, false)
 	if err != nil {
 		return nil, nil, Token{}, err
 	}

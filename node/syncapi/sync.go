@@ -167,14 +167,15 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 // streamsNow moves since to where every stream stands for user in rd's
 // snapshot, and tells whether since could have come from this server: no
 // stored stream of it is ahead of now (the in-memory typing and presence
-// streams restart with the process, so callers judge those).
+// streams restart with the process, so callers judge those). It reads
+// the reader's position (see openReader).
 func (s *Syncer) streamsNow(rd *reader, user string, since Token) (to Token, ok bool, err error) {
 	to = since
-	to.Room = rd.readPos
 	pos, err := rd.snap.Positions(user)
 	if err != nil {
 		return Token{}, false, err
 	}
+	rd.readPos, to.Room = pos.Room, pos.Room
 	to.AccountData, to.Receipt, to.ToDevice, to.DeviceList = pos.AccountData, pos.Receipt, pos.ToDevice, pos.DeviceList
 	rd.accountDataPos = pos.AccountData
 	to.Typing, to.Presence = s.typing.current(), s.presence.current()
@@ -188,11 +189,12 @@ func (s *Syncer) streamsNow(rd *reader, user string, since Token) (to Token, ok 
 // and their joined rooms, and the positions this answer covered.
 func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, Token, error) {
 	user := req.dev.UserID
-	rd, err := s.newReader(ctx, user, req.dev.DeviceID)
+	rd, err := s.openReader(ctx, user, req.dev.DeviceID)
 	if err != nil {
 		return nil, nil, Token{}, err
 	}
 	defer rd.close()
+	rd.walks = map[int64]*walk{}
 
 	var since Token
 	if req.since != nil {
@@ -214,12 +216,15 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 		since.Presence = 0
 	}
 
-	// An incremental sync reads only the rooms with news; the list of
-	// joined rooms (for account data and long-polls) comes from a cache.
+	// An incremental sync reads only the rooms with news (none if the
+	// room stream has not moved: every membership change is a row of
+	// it); the list of joined rooms (for account data and long-polls)
+	// comes from a cache.
 	var rooms []storage.UserRoom
 	joined, cached := s.joined.get(user)
-	if req.since == nil || req.fullState || !cached {
-		all, err := rd.snap.UserRooms(user)
+	whole := req.since == nil || req.fullState
+	if whole || !cached {
+		all, err := rd.snap.UserRooms(user, whole)
 		if err != nil {
 			return nil, nil, Token{}, err
 		}
@@ -230,9 +235,11 @@ func (s *Syncer) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 			}
 		}
 		s.joined.put(user, joined, rd.readPos)
-		rooms = all
+		if whole {
+			rooms = all
+		}
 	}
-	if req.since != nil && !req.fullState {
+	if !whole && since.Room < to.Room {
 		if rooms, err = rd.snap.ChangedRooms(user, since.Room, to.Room); err != nil {
 			return nil, nil, Token{}, err
 		}

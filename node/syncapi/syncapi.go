@@ -72,6 +72,9 @@ type Syncer struct {
 
 	typeMu sync.RWMutex
 	types  map[int64]string // event type NID → type; NIDs never change
+	// typeNIDs is types the other way round: the types looked up by name
+	// that exist (one unknown now may exist later).
+	typeNIDs map[string]int64
 	// memberNID is m.room.member's type NID, once looked up.
 	memberNID atomic.Int64
 
@@ -151,6 +154,7 @@ func New(db *storage.DB, cfg Config) (*Syncer, error) {
 		cache:     newEventCache(cfg.EventCacheSize),
 		joined:    newJoinedRooms(),
 		types:     map[int64]string{},
+		typeNIDs:  map[string]int64{},
 		filters:   map[filterKey]*Filter{},
 		lazy:      newLazySent(),
 		conns:     newConnStore(maxConns, maxConnsPerDevice),

@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"unicode"
@@ -21,9 +22,12 @@ import (
 // at the read position, at the user's own event or after maxUnreadScan
 // events (the counts are then a floor). A cache keeps each (user, room)'s
 // counts with the range they cover, so the next sync counts only what
-// arrived since: the cost follows new events, not history. Events of
-// ignored users do not count (a change of the ignore list shows in counts
-// from the next read receipt on).
+// arrived since: the cost follows new events, not history. What arrived
+// since is mostly what the sync's timeline scan just read (reader.walks),
+// and the read position comes with the sync's rooms (UserRoom.ReadPos):
+// then counting runs no query. Events of ignored users do not count (a
+// change of the ignore list shows in counts from the next read receipt
+// on).
 
 // maxUnreadScan bounds the events one count walks.
 const maxUnreadScan = 1000
@@ -35,9 +39,12 @@ type unreadKey struct {
 	room int64
 }
 
-// unreadCount covers the stream positions (from, upto].
+// unreadCount covers the stream positions (from, upto]: the room's events
+// up to last, its newest when counted, and none after it (upto is the
+// position of the snapshot counted in). A read at a position in [last,
+// upto] sees the same events.
 type unreadCount struct {
-	from, upto        int64
+	from, last, upto  int64
 	notify, highlight int
 }
 
@@ -52,14 +59,10 @@ func (rd *reader) unreadNotifications(res *syncResponse, rooms map[string]storag
 	for id, jr := range res.Rooms.Join {
 		ur, ok := rooms[id]
 		if !ok {
-			nid, version, err := rd.snap.RoomByID(id)
-			if err != nil {
-				return err
+			var err error
+			if ur, err = rd.snap.MembershipByID(rd.user, id); err != nil {
+				return fmt.Errorf("syncapi: membership of %s: %w", id, err)
 			}
-			if ur, err = rd.snap.Membership(rd.user, nid); err != nil {
-				return err
-			}
-			ur.Version = version
 		}
 		n, h, err := rd.unreadCounts(roomInfo{ur.RoomNID, id, ur.Version}, ur)
 		if err != nil {
@@ -70,11 +73,15 @@ func (rd *reader) unreadNotifications(res *syncResponse, rooms map[string]storag
 	return nil
 }
 
-// unreadCounts counts one room.
+// unreadCounts counts one room; ur is the user's membership of it, read
+// in the reader's snapshot.
 func (rd *reader) unreadCounts(rm roomInfo, ur storage.UserRoom) (int, int, error) {
-	from, err := rd.snap.OwnReadPos(rm.id, rd.user)
-	if err != nil {
-		return 0, 0, err
+	from := ur.ReadPos
+	if !ur.SyncCols {
+		var err error
+		if from, err = rd.snap.OwnReadPos(rm.id, rd.user); err != nil {
+			return 0, 0, err
+		}
 	}
 	if from == 0 {
 		from = ur.Pos
@@ -83,8 +90,11 @@ func (rd *reader) unreadCounts(rm roomInfo, ur storage.UserRoom) (int, int, erro
 	k := unreadKey{rd.user, rm.nid}
 	prev, ok := rd.s.unread.get(k)
 	lo := from
-	if ok && prev.from == from && prev.upto <= latest && prev.upto >= from {
-		if prev.upto == latest {
+	// A count from an older snapshot extends to this one; one from a
+	// newer snapshot (a concurrent sync) only if the room has had no
+	// events since this one.
+	if ok && prev.from == from && prev.last <= latest && prev.upto >= from {
+		if latest <= prev.upto {
 			return prev.notify, prev.highlight, nil
 		}
 		lo = prev.upto
@@ -95,16 +105,14 @@ func (rd *reader) unreadCounts(rm roomInfo, ur storage.UserRoom) (int, int, erro
 	if err != nil {
 		return 0, 0, err
 	}
-	u := unreadCount{from: from, upto: latest}
-	uc := &unreadCtx{rd: rd, rm: rm}
+	// No row of the room lies after latest in this snapshot.
+	u := unreadCount{from: from, last: latest, upto: max(latest, rd.readPos)}
+	uc := &unreadCtx{rd: rd, rm: rm, memberNID: ur.EventNID}
 	own, scanned := false, 0
-	was := rd.lookOnly
-	rd.lookOnly = true // old events would only evict the recent ones
-	err = rd.snap.StreamEach(rm.nid, lo, latest, true, func(r *storage.StreamRow) bool {
+	count := func(ev *event) bool {
 		if scanned++; scanned > maxUnreadScan {
 			return false
 		}
-		ev := rd.event(rm, &r.Event)
 		if ev == nil {
 			return true
 		}
@@ -123,10 +131,25 @@ func (rd *reader) unreadCounts(rm roomInfo, ur storage.UserRoom) (int, int, erro
 			u.highlight++
 		}
 		return true
-	})
-	rd.lookOnly = was
-	if err != nil {
-		return 0, 0, err
+	}
+	if w := rd.walks[rm.nid]; w != nil && w.lo <= lo && w.hi >= latest {
+		for i := range w.rows {
+			if pos := w.rows[i].Pos; pos > latest {
+				continue
+			} else if pos <= lo || !count(w.evs[i]) {
+				break
+			}
+		}
+	} else {
+		was := rd.lookOnly
+		rd.lookOnly = true // old events would only evict the recent ones
+		err = rd.snap.StreamEach(rm.nid, lo, latest, true, func(r *storage.StreamRow) bool {
+			return count(rd.event(rm, &r.Event))
+		})
+		rd.lookOnly = was
+		if err != nil {
+			return 0, 0, err
+		}
 	}
 	if ok && !own {
 		u.notify += prev.notify
@@ -138,8 +161,11 @@ func (rd *reader) unreadCounts(rm roomInfo, ur storage.UserRoom) (int, int, erro
 
 // unreadCtx is what classifying a room's events needs, read lazily.
 type unreadCtx struct {
-	rd          *reader
-	rm          roomInfo
+	rd *reader
+	rm roomInfo
+	// memberNID is the user's member event: the memberships table
+	// follows the room's current state.
+	memberNID   int64
 	loaded      bool
 	displayName string
 	power       *powerLevels
@@ -176,7 +202,7 @@ func (uc *unreadCtx) classify(ev *event) (notify, highlight bool) {
 			} `json:"m.relates_to"`
 		} `json:"content"`
 	}
-	json.Unmarshal(ev.JSON, &e)
+	json.Unmarshal(eventContent(ev.JSON), &e.Content)
 	c := &e.Content
 	user := uc.rd.user
 	switch {
@@ -221,13 +247,19 @@ func (uc *unreadCtx) load() {
 		return
 	}
 	uc.loaded = true
-	if ev := uc.stateEvent("m.room.member", uc.rd.user); ev != nil {
-		var c struct {
-			DisplayName string `json:"displayname"`
-		}
-		if uc.contentOf(ev, &c) {
-			uc.displayName = c.DisplayName
-		}
+	rd := uc.rd
+	was := rd.lookOnly
+	rd.lookOnly = false // every sync with news in the room may need it
+	evs, err := rd.events(uc.rm, []int64{uc.memberNID})
+	rd.lookOnly = was
+	if err != nil || len(evs) == 0 {
+		return
+	}
+	var c struct {
+		DisplayName string `json:"displayname"`
+	}
+	if uc.contentOf(evs[0], &c) {
+		uc.displayName = c.DisplayName
 	}
 }
 
@@ -237,10 +269,10 @@ func (uc *unreadCtx) load() {
 func (uc *unreadCtx) mayNotifyRoom(sender string) bool {
 	if uc.power == nil {
 		uc.power = &powerLevels{}
-		if ev := uc.stateEvent("m.room.power_levels", ""); ev != nil {
+		if ev := uc.stateEvent("m.room.power_levels"); ev != nil {
 			uc.contentOf(ev, uc.power)
 		}
-		if ev := uc.stateEvent("m.room.create", ""); ev != nil && uc.rm.version == "12" {
+		if ev := uc.stateEvent("m.room.create"); ev != nil && uc.rm.version == "12" {
 			var c struct {
 				Additional []string `json:"additional_creators"`
 			}
@@ -263,36 +295,46 @@ func (uc *unreadCtx) mayNotifyRoom(sender string) bool {
 	return have >= need
 }
 
-// stateEvent reads one current state event (nil if none or unreadable).
-func (uc *unreadCtx) stateEvent(typ, stateKey string) *event {
+// stateEvent reads one current state event with the empty state key (nil
+// if none or unreadable).
+func (uc *unreadCtx) stateEvent(typ string) *event {
 	rd := uc.rd
 	types, err := rd.typeNIDs([]string{typ})
 	if err != nil || types[typ] == 0 {
 		return nil
 	}
-	keys, err := rd.snap.KeyNIDs([]string{stateKey})
-	if err != nil {
+	_, empty, err := rd.hvKey()
+	if err != nil || empty == 0 {
 		return nil
 	}
-	for kn := range keys {
-		entries, err := rd.snap.CurrentStateKeys(uc.rm.nid, [][2]int64{{types[typ], kn}})
-		if err != nil || len(entries) == 0 {
-			return nil
-		}
-		evs, err := rd.events(uc.rm, []int64{entries[0].EventNID})
-		if err != nil || len(evs) == 0 {
-			return nil
-		}
-		return evs[0]
+	entries, err := rd.snap.CurrentStateKeys(uc.rm.nid, [][2]int64{{types[typ], empty}})
+	if err != nil || len(entries) == 0 {
+		return nil
 	}
-	return nil
+	evs, err := rd.events(uc.rm, []int64{entries[0].EventNID})
+	if err != nil || len(evs) == 0 {
+		return nil
+	}
+	return evs[0]
 }
 
 func (uc *unreadCtx) contentOf(ev *event, v any) bool {
-	var e struct {
-		Content json.RawMessage `json:"content"`
-	}
-	return json.Unmarshal(ev.JSON, &e) == nil && json.Unmarshal(e.Content, v) == nil
+	c := eventContent(ev.JSON)
+	return c != nil && json.Unmarshal(c, v) == nil
+}
+
+// eventContent is the raw content of an event's JSON (nil if none):
+// decoding only it spares encoding/json the rest of the event.
+func eventContent(js []byte) []byte {
+	var c []byte
+	eachField(js, func(k, v []byte) bool {
+		if string(k) == `"content"` {
+			c = v
+			return false
+		}
+		return true
+	})
+	return c
 }
 
 // localpart is a user ID's local part.

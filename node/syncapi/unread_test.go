@@ -86,3 +86,56 @@ func TestUnreadNotifications(t *testing.T) {
 		t.Errorf("after a thread receipt: %+v", u)
 	}
 }
+
+// Counts carried from sync to sync stay right whatever else moves: other
+// rooms' events between syncs, more new events than the timeline shows,
+// a room in the answer for a receipt alone, and a display name changed
+// (mentions follow the current one). Each incremental answer agrees with
+// an initial sync's count from scratch.
+func TestUnreadCountsAcrossSyncs(t *testing.T) {
+	h := newHarness(t)
+	room, other := h.createRoom(alice), h.createRoom(alice)
+	h.send(room, member(bob, bob, "join"),
+		state(alice, "m.room.member", alice, map[string]string{"membership": "join", "displayname": "Mock Turtle"}))
+	text := func(body string) roomserver.NewEvent {
+		return ev(bob, "m.room.message", map[string]any{"msgtype": "m.text", "body": body})
+	}
+	since := h.full(dev(alice), "").NextBatch
+	notify, highlight := 0, 0
+	check := func(what string) {
+		t.Helper()
+		res := h.full(dev(alice), since)
+		since = res.NextBatch
+		for _, s := range []fullSync{res, h.full(dev(alice), "")} {
+			jr, ok := s.Rooms.Join[room]
+			if !ok || jr.Unread == nil || jr.Unread.Notify != notify || jr.Unread.Highlight != highlight {
+				t.Fatalf("%s: %+v, want %d/%d", what, jr.Unread, notify, highlight)
+			}
+		}
+	}
+	h.send(room, text("one"))
+	notify++
+	check("a message")
+	h.fill(other, alice, 5)
+	h.send(room, text("two"))
+	notify++
+	check("a message after other rooms moved")
+	for i := 0; i < 15; i++ {
+		h.send(room, text("Mock Turtle"))
+	}
+	notify, highlight = notify+15, highlight+15
+	check("more messages than the timeline holds")
+	h.fill(other, alice, 3)
+	three := h.send(room, text("three"))[0]
+	h.sy.OnReceipt(room, bob, "m.read", three, "")
+	notify++
+	check("a message, then someone's receipt")
+	h.send(other, msg(alice, "x"))
+	h.sy.OnReceipt(room, bob, "m.read", three, "main")
+	check("a receipt alone")
+	// Her own member event reads the room.
+	h.send(room, state(alice, "m.room.member", alice, map[string]string{"membership": "join", "displayname": "Queen of Hearts"}))
+	h.send(room, text("Mock Turtle?"), text("Queen of Hearts!"))
+	notify, highlight = 2, 1
+	check("after a display name change")
+}

@@ -36,26 +36,20 @@ type access struct {
 // former members (up to their departure), and anyone when the room is
 // currently world-readable (then event by event). Others get M_FORBIDDEN,
 // whether or not the room exists. Pages read with it are then filtered
-// with readable.
+// with readable. It reads the reader's positions (see openReader) with
+// the room and membership: one statement.
 func (rd *reader) roomAccess(roomID string) (roomInfo, *access, error) {
 	forbidden := httputil.Forbidden("you are not a member of this room")
-	nid, version, err := rd.snap.RoomByID(roomID)
+	maxPos, accountDataPos, ur, err := rd.snap.RoomAccess(roomID, rd.user)
 	if errors.Is(err, storage.ErrNotFound) {
 		return roomInfo{}, nil, forbidden
 	}
 	if err != nil {
-		return roomInfo{}, nil, err
+		return roomInfo{}, nil, fmt.Errorf("syncapi: room access: %w", err)
 	}
-	rm := roomInfo{nid, roomID, version}
-	acc := &access{limit: rd.readPos}
-	ur, err := rd.snap.Membership(rd.user, nid)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-	case err != nil:
-		return roomInfo{}, nil, err
-	default:
-		acc.membership, acc.pos = ur.Membership, ur.Pos
-	}
+	rd.readPos, rd.accountDataPos = maxPos, accountDataPos
+	rm := roomInfo{ur.RoomNID, roomID, ur.Version}
+	acc := &access{limit: rd.readPos, membership: ur.Membership, pos: ur.Pos}
 	switch acc.membership {
 	case "join":
 		acc.shared = true

@@ -166,3 +166,37 @@ func TestIgnoredUsers(t *testing.T) {
 		t.Errorf("context: %v", ids(c.EventsBefore))
 	}
 }
+
+// /messages follows the ignore list as it changes, page after page.
+func TestMessagesFollowTheIgnoreList(t *testing.T) {
+	h := newHarness(t)
+	room := h.createRoom(alice)
+	h.send(room, member(bob, bob, "join"))
+	fromBob := h.send(room, msg(bob, "hello"))[0]
+	page := func() []clientEvent {
+		return h.messages(alice, room, url.Values{"dir": {"b"}, "limit": {"5"}}).Chunk
+	}
+	ignore := func(content string) {
+		if _, err := h.db.PutAccountData(context.Background(), alice, "", "m.ignored_user_list", []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []struct {
+		content string
+		seen    bool
+	}{
+		{"", true},
+		{`{"ignored_users":{"` + bob + `":{}}}`, false},
+		{`{"ignored_users":{}}`, true},
+		{`{"ignored_users":{"` + bob + `":{}}}`, false},
+	} {
+		if c.content != "" {
+			ignore(c.content)
+		}
+		for range 2 { // the second page reads the list from the cache
+			if got := contains(page(), fromBob); got != c.seen {
+				t.Errorf("step %d: bob's message shown %v, want %v", i, got, c.seen)
+			}
+		}
+	}
+}
