@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-
-	_ "github.com/ncruces/go-sqlite3/driver" // registers "sqlite3"
 )
 
 // Options say where the database lives and how it may be shared.
@@ -215,7 +213,7 @@ func Open(opts Options) (*DB, error) {
 	// Each connection's page cache lives in its own SQLite heap: the
 	// writer keeps 4 MiB of hot pages, readers 1 MiB each (the OS caches
 	// the file too), which keeps the node's memory small.
-	w, err := sql.Open("sqlite3", dsn+"&_txlock=immediate&_pragma=cache_size(-4000)")
+	w, err := openPool(dsn+"&_txlock=immediate&_pragma=cache_size(-4000)", "BEGIN IMMEDIATE")
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)
 	}
@@ -235,7 +233,7 @@ func Open(opts Options) (*DB, error) {
 		if n <= 0 {
 			n = 4
 		}
-		r, err := sql.Open("sqlite3", dsn+"&_pragma=query_only(1)&_pragma=cache_size(-1000)")
+		r, err := openPool(dsn+"&_pragma=query_only(1)&_pragma=cache_size(-1000)", "BEGIN")
 		if err != nil {
 			w.Close()
 			return nil, fmt.Errorf("storage: open readers %s: %w", opts.Path, err)
