@@ -31,6 +31,18 @@ after(async () => {
   for (const c of toClose.reverse()) await c.close().catch(() => {})
 })
 
+// profileContext launches Chromium on a fresh profile directory, removed
+// when t ends: a browser as people use it. (An incognito context keeps
+// OPFS in memory behind IPC: each write costs ~20 ms there, against ~1 ms
+// on a profile, and would swamp every figure the browser node gives.)
+async function profileContext (t) {
+  const profile = await mkdtemp(join(tmpdir(), 'hearth-profile-'))
+  const context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: launchArgs, serviceWorkers: 'allow' })
+  toClose.push(context)
+  t.after(async () => { await context.close().catch(() => {}); await rm(profile, { recursive: true, force: true }) })
+  return context
+}
+
 // openApp opens the app in a persistent profile and waits until the node
 // answers, the app has an account and the service worker controls the page.
 async function openApp (context, url, { newTab = false } = {}) {
@@ -324,11 +336,9 @@ test('a second tab uses the node running in the first, and takes it over when th
 
 test('two browser nodes chat with each other through the native relay', { timeout: 300_000 }, async (t) => {
   const native = await startHearth(t)
-  const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs })
-  toClose.push(browser)
-  // Two contexts: two origins' worth of storage, two homeservers.
-  const { page: a } = await openApp(await browser.newContext({ serviceWorkers: 'allow' }), native.url + '/')
-  const { page: b } = await openApp(await browser.newContext({ serviceWorkers: 'allow' }), native.url + '/')
+  // Two profiles: two origins' worth of storage, two homeservers.
+  const { page: a } = await openApp(await profileContext(t), native.url + '/')
+  const { page: b } = await openApp(await profileContext(t), native.url + '/')
   const [nameA, nameB] = [await a.evaluate(() => window.hearthBoot.server_name), await b.evaluate(() => window.hearthBoot.server_name)]
   assert.notEqual(nameA, nameB)
   for (const p of [a, b]) {
@@ -432,9 +442,7 @@ test('the browser node backfills a 1,000-event room from the native node', { tim
     await Promise.all(Array.from({ length: 25 }, (_, j) => nat(native, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/h${i + j}`, { msgtype: 'm.text', body: `history ${i + j}` }, alice.access_token)))
   }
   const nst = await nat(native, 'GET', '/_hearth/v1/status')
-  const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs })
-  toClose.push(browser)
-  const { page } = await openApp(await browser.newContext({ serviceWorkers: 'allow' }), native.url + '/')
+  const { page } = await openApp(await profileContext(t), native.url + '/')
   const me = await page.evaluate(() => window.hearthApp.me)
   const t0 = Date.now()
   await page.evaluate(([roomId, via]) => window.hearthApp.client.joinRoom(roomId, { viaServers: [via] }), [roomId, nst.server_name])
