@@ -164,3 +164,27 @@ func newDHT(ctx context.Context, h lphost.Host, prefix string, bootstrap []ma.Mu
 	}
 	return d, nil
 }
+
+// withDefaults fills the limits left zero (only a native node relays).
+func (l RelayLimits) withDefaults() RelayLimits {
+	d := DefaultRelayLimits()
+	if l.CircuitData <= 0 {
+		l.CircuitData = d.CircuitData
+	}
+	if l.CircuitDuration <= 0 {
+		l.CircuitDuration = d.CircuitDuration
+	}
+	if l.MaxReservations <= 0 {
+		l.MaxReservations = d.MaxReservations
+	}
+	if l.MaxReservationsPerIP <= 0 {
+		l.MaxReservationsPerIP = d.MaxReservationsPerIP
+	}
+	if l.MaxCircuits <= 0 {
+		l.MaxCircuits = d.MaxCircuits
+	}
+	if l.ReservationTTL <= 0 {
+		l.ReservationTTL = d.ReservationTTL
+	}
+	return l
+}

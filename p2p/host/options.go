@@ -85,26 +85,3 @@ func DefaultRelayLimits() RelayLimits {
 		ReservationTTL:       time.Hour,
 	}
 }
-
-func (l RelayLimits) withDefaults() RelayLimits {
-	d := DefaultRelayLimits()
-	if l.CircuitData <= 0 {
-		l.CircuitData = d.CircuitData
-	}
-	if l.CircuitDuration <= 0 {
-		l.CircuitDuration = d.CircuitDuration
-	}
-	if l.MaxReservations <= 0 {
-		l.MaxReservations = d.MaxReservations
-	}
-	if l.MaxReservationsPerIP <= 0 {
-		l.MaxReservationsPerIP = d.MaxReservationsPerIP
-	}
-	if l.MaxCircuits <= 0 {
-		l.MaxCircuits = d.MaxCircuits
-	}
-	if l.ReservationTTL <= 0 {
-		l.ReservationTTL = d.ReservationTTL
-	}
-	return l
-}
