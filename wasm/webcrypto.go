@@ -17,6 +17,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"hearth/node/roomserver"
+	"hearth/wasm/jscall"
 )
 
 // webCryptoVerifier is roomserver.NameVerifier with the ed25519 check done
@@ -24,7 +25,7 @@ import (
 // than Go's in wasm, and off the Go thread: the calling goroutine waits
 // for the promise while the event loop, and so other goroutines, go on.
 // So callers should verify many messages at once (node.Config.VerifyWidth).
-// Never call it from inside a js.FuncOf callback (see awaitPromise).
+// Never call it from inside a js.FuncOf callback (see jscall.Await).
 type webCryptoVerifier struct {
 	keyID  gomatrixserverlib.KeyID
 	keyOf  func(serverName string) (ed25519.PublicKey, error)
@@ -118,7 +119,7 @@ func (v *webCryptoVerifier) VerifyJSONs(_ context.Context, reqs []gomatrixserver
 		if out[i].Error != nil {
 			continue
 		}
-		ok, err := awaitPromise(p)
+		ok, err := jscall.Await(p)
 		switch {
 		case err != nil:
 			out[i].Error = fmt.Errorf("WebCrypto verify for %q: %w", reqs[i].ServerName, err)
@@ -248,7 +249,7 @@ func (v *webCryptoVerifier) importKey(pub ed25519.PublicKey) (js.Value, error) {
 	if err != nil {
 		return js.Value{}, err
 	}
-	return awaitPromise(p)
+	return jscall.Await(p)
 }
 
 // verify checks one signature and waits for the answer.
@@ -257,7 +258,7 @@ func (v *webCryptoVerifier) verify(key js.Value, sig, msg []byte) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	ok, err := awaitPromise(p)
+	ok, err := jscall.Await(p)
 	if err != nil {
 		return false, err
 	}
@@ -271,57 +272,7 @@ func (v *webCryptoVerifier) bytes(b []byte) js.Value {
 	return a
 }
 
-// call runs crypto.subtle[method](args...), turning a thrown exception
-// into an error (syscall/js panics with it).
-func (v *webCryptoVerifier) call(method string, args ...any) (res js.Value, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if je, ok := r.(js.Error); ok {
-				err = jsErrorOf(je.Value)
-				return
-			}
-			err = fmt.Errorf("crypto.subtle.%s: %v", method, r)
-		}
-	}()
-	return v.subtle.Call(method, args...), nil
-}
-
-// jsErrorOf turns a thrown or rejected value (a DOMException, mostly)
-// into an error naming it.
-func jsErrorOf(v js.Value) error {
-	if v.Type() != js.TypeObject {
-		return errors.New(v.String())
-	}
-	return fmt.Errorf("%s: %s", v.Get("name").String(), v.Get("message").String())
-}
-
-// awaitPromise blocks the calling goroutine until p settles. The Go
-// runtime returns to the event loop while every goroutine waits, which is
-// what lets p settle; so it must never run inside a js.FuncOf callback
-// (the event loop cannot run until the callback returns: deadlock).
-func awaitPromise(p js.Value) (js.Value, error) {
-	type result struct {
-		v   js.Value
-		err error
-	}
-	ch := make(chan result, 1)
-	arg := func(args []js.Value) js.Value {
-		if len(args) == 0 {
-			return js.Undefined()
-		}
-		return args[0]
-	}
-	onOK := js.FuncOf(func(_ js.Value, args []js.Value) any {
-		ch <- result{v: arg(args)}
-		return nil
-	})
-	defer onOK.Release()
-	onErr := js.FuncOf(func(_ js.Value, args []js.Value) any {
-		ch <- result{err: jsErrorOf(arg(args))}
-		return nil
-	})
-	defer onErr.Release()
-	p.Call("then", onOK, onErr)
-	r := <-ch
-	return r.v, r.err
+// call runs crypto.subtle[method](args...).
+func (v *webCryptoVerifier) call(method string, args ...any) (js.Value, error) {
+	return jscall.Call(v.subtle, method, args...)
 }

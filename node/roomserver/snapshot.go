@@ -43,24 +43,33 @@ func (c *blockCache) clear() {
 
 // snapshotBlocks returns a snapshot's block NIDs.
 func (c *blockCache) snapshotBlocks(tx *storage.Tx, nid int64) ([numBlocks]int64, error) {
-	c.mu.Lock()
-	blocks, ok := c.snaps[nid]
-	c.mu.Unlock()
-	if ok {
-		return blocks, nil
-	}
-	list, err := storage.SnapshotBlocksTx(tx, nid)
-	if err != nil {
+	return cachedLoad(&c.mu, &c.snaps, maxCachedSnapshots, nid, func() (blocks [numBlocks]int64, err error) {
+		list, err := storage.SnapshotBlocksTx(tx, nid)
+		copy(blocks[:], list)
 		return blocks, err
+	})
+}
+
+// cachedLoad returns (*m)[k], or reads it and keeps it: m is emptied when
+// it holds limit entries (crude, but bounded).
+func cachedLoad[K comparable, V any](mu *sync.Mutex, m *map[K]V, limit int, k K, read func() (V, error)) (V, error) {
+	mu.Lock()
+	v, ok := (*m)[k]
+	mu.Unlock()
+	if ok {
+		return v, nil
 	}
-	copy(blocks[:], list)
-	c.mu.Lock()
-	if c.snaps == nil || len(c.snaps) >= maxCachedSnapshots {
-		c.snaps = map[int64][numBlocks]int64{} // crude, but bounded
+	v, err := read()
+	if err != nil {
+		return v, err
 	}
-	c.snaps[nid] = blocks
-	c.mu.Unlock()
-	return blocks, nil
+	mu.Lock()
+	if *m == nil || len(*m) >= limit {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
+	mu.Unlock()
+	return v, nil
 }
 
 // loadSnapshot reads a snapshot and its entries. Inside a write it must
@@ -88,22 +97,12 @@ func (rs *Roomserver) loadSnapshot(tx *storage.Tx, nid int64) (*snapshot, error)
 
 func (rs *Roomserver) blockEntries(tx *storage.Tx, nid int64) ([]storage.StateEntry, error) {
 	c := &rs.blocks
-	c.mu.Lock()
-	es, ok := c.m[nid]
-	c.mu.Unlock()
-	if ok {
-		return es, nil
-	}
-	es, err := storage.StateBlockTx(tx, nid)
+	es, err := cachedLoad(&c.mu, &c.m, maxCachedBlocks, nid, func() ([]storage.StateEntry, error) {
+		return storage.StateBlockTx(tx, nid)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("state block %d: %w", nid, err)
 	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedBlocks {
-		c.m = map[int64][]storage.StateEntry{} // crude, but bounded
-	}
-	c.m[nid] = es
-	c.mu.Unlock()
 	return es, nil
 }
 

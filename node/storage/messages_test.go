@@ -13,21 +13,8 @@ import (
 // in the JSON even though the buffer it is restored into is reused.
 func TestStreamEventsMatchesStreamEach(t *testing.T) {
 	const name = "srv.example"
-	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db"), Compact: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, m := range []func() error{db.MigrateRooms, db.MigrateUserData} {
-		if err := m(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ss, err := db.SyncStore()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ss.Close()
+	db, ss := openSyncStore(t, Options{Compact: name})
+	var err error
 	ctx := context.Background()
 	var rooms [2]int64
 	err = db.Write(ctx, func(tx *Tx) error {
@@ -139,4 +126,28 @@ func TestUnpackIntoMatchesUnpack(t *testing.T) {
 	if _, out := plain.unpackInto(nil, []byte("a\x01")); string(out) != "a\x01" {
 		t.Errorf("without a compact string the JSON must pass through: %q", out)
 	}
+}
+
+// openSyncStore opens a database in a temporary directory with the
+// rooms' and user data's tables, and its sync store; both close when the
+// test ends.
+func openSyncStore(t *testing.T, opts Options) (*DB, *SyncStore) {
+	t.Helper()
+	opts.Path = filepath.Join(t.TempDir(), "h.db")
+	db, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, m := range []func() error{db.MigrateRooms, db.MigrateUserData} {
+		if err := m(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss, err := db.SyncStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	return db, ss
 }

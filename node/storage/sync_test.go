@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -15,21 +14,8 @@ import (
 // queries for them say: where the user's main-timeline read receipts
 // point, and the room's newest state change.
 func TestChangedRoomsQueriesAgree(t *testing.T) {
-	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, m := range []func() error{db.MigrateRooms, db.MigrateUserData} {
-		if err := m(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ss, err := db.SyncStore()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ss.Close()
+	db, ss := openSyncStore(t, Options{})
+	var err error
 	ctx := context.Background()
 	const user = "@u:x"
 	rooms := map[string]int64{}
