@@ -57,6 +57,11 @@ export function startNode () {
   }
   worker.onmessage = onMessage
   for (const e of early) onMessage(e)
+  // Leaving for good: stop the node now rather than when the browser gets
+  // round to it, so that the next page's node (a reload) does not wait
+  // behind this one. A commit is durable when it returns, so nothing
+  // acknowledged is lost; a page kept for back/forward keeps its node.
+  addEventListener('pagehide', (e) => { if (!e.persisted) worker.terminate() })
   worker.onerror = (e) => setState({ state: 'failed', error: 'worker error: ' + e.message })
   if ('serviceWorker' in navigator) {
     // The service worker asks for a port to the node worker whenever it
