@@ -131,10 +131,7 @@ func (b *browserNode) startNode(id *identity.Identity, boot, relays []ma.Multiad
 	}
 	// Signatures are checked by WebCrypto where it has Ed25519; waiting
 	// on it, many events are verified at once.
-	verifier, verifyWidth := newVerifier(identity.KeyID, identity.PublicKeyOf, b.log), 0
-	if _, ok := verifier.(*webCryptoVerifier); ok {
-		verifyWidth = webCryptoWidth
-	}
+	verifier, verifyWidth := newVerifier(identity.KeyID, identity.PublicKeyOf, b.log)
 	n, err := node.New(node.Config{
 		ServerName:       id.ServerName,
 		KeyID:            identity.KeyID,

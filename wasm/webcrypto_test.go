@@ -67,7 +67,7 @@ func edit(t testing.TB, msg []byte, f func(map[string]any)) []byte {
 
 func newTestVerifier(t testing.TB) gomatrixserverlib.JSONVerifier {
 	t.Helper()
-	v := newVerifier(identity.KeyID, identity.PublicKeyOf, slog.Default())
+	v, _ := newVerifier(identity.KeyID, identity.PublicKeyOf, slog.Default())
 	if _, ok := v.(*webCryptoVerifier); !ok {
 		t.Fatalf("WebCrypto Ed25519 not used: got %T", v)
 	}
@@ -198,7 +198,7 @@ func TestVerifierFallsBackToGoWithoutWebCryptoEd25519(t *testing.T) {
 	object.Call("defineProperty", js.Global(), "crypto", desc)
 
 	var logged strings.Builder
-	v := newVerifier(identity.KeyID, identity.PublicKeyOf, slog.New(slog.NewTextHandler(&logged, nil)))
+	v, _ := newVerifier(identity.KeyID, identity.PublicKeyOf, slog.New(slog.NewTextHandler(&logged, nil)))
 	if _, ok := v.(roomserver.NameVerifier); !ok {
 		t.Fatalf("got %T, want roomserver.NameVerifier", v)
 	}

@@ -233,11 +233,8 @@ func (f *Federation) OnOutput(outs []roomserver.Output) {
 		f.outs, f.outsLost = f.outs[:0], true
 	} else {
 		for _, o := range outs {
-			a := announced{pos: o.Pos, roomID: o.RoomID}
-			if len(o.Adds) == 0 && len(o.Removes) == 0 {
-				a.local = serverOf(string(o.Event.SenderID())) == ours
-				a.foreign = !a.local
-			}
+			a := announced{pos: o.Pos, roomID: o.RoomID, stateless: len(o.Adds) == 0 && len(o.Removes) == 0}
+			a.ours = a.stateless && serverOf(string(o.Event.SenderID())) == ours
 			f.outs = append(f.outs, a)
 		}
 	}

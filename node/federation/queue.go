@@ -101,22 +101,21 @@ func (f *Federation) fanout(cursor int64) {
 type announced struct {
 	pos    int64
 	roomID string
-	// local: a local user's event that changes no state, so it goes to
-	// the room's servers and to nobody else
-	local bool
-	// foreign: another server's event that changes no state: its own
-	// server sends it (this one forwards only joins and leaves it
-	// signed as the resident server, which are state)
-	foreign bool
+	// stateless: the event changes no state, so it goes to the room's
+	// other servers and nobody else, and only if it is ours (read only
+	// then): another server's event its own server sends (this one
+	// forwards only joins and leaves it signed as the resident server,
+	// which are state)
+	stateless, ours bool
 }
 
 // maxAnnounced bounds the announcements kept between two looks.
 const maxAnnounced = 4096
 
 // passOver moves the cursor past the announced outputs that follow it
-// and this server need send nowhere (local events in rooms only this
-// server is in, other servers' messages), without reading the stream, and tells whether the stream must be
-// read for the rest. Any gap (a row not announced, or not yet) or any
+// and this server need send nowhere (other servers' messages, and its
+// own in rooms no other server is in), without reading the stream, and
+// tells whether the stream must be read for the rest. Any gap (a row not announced, or not yet) or any
 // other output means reading it: rows are only ever skipped in order.
 func (f *Federation) passOver(cursor int64) (int64, bool) {
 	f.outMu.Lock()
@@ -130,7 +129,7 @@ func (f *Federation) passOver(cursor int64) (int64, bool) {
 	for _, o := range outs {
 		switch {
 		case o.pos <= cursor:
-		case o.pos == cursor+1 && (o.foreign || o.local && f.alone(o.roomID)):
+		case o.pos == cursor+1 && o.stateless && (!o.ours || f.alone(o.roomID)):
 			cursor = o.pos
 		default:
 			return cursor, true

@@ -33,27 +33,16 @@ const maxRoomRefs = 10_000
 // room returns a room's NID and version, from memory after the first
 // read: every event from another server and every state lookup asks.
 func (rs *Roomserver) room(ctx context.Context, roomID string) (roomRef, error) {
-	rs.refsMu.Lock()
-	ref, ok := rs.refs[roomID]
-	rs.refsMu.Unlock()
-	if ok {
-		return ref, nil
-	}
-	row, err := rs.db.RoomByID(ctx, roomID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return roomRef{}, ErrRoomNotFound
-	}
-	if err != nil {
-		return roomRef{}, fmt.Errorf("roomserver: room %s: %w", roomID, err)
-	}
-	ref = roomRef{NID: row.NID, Version: row.Version}
-	rs.refsMu.Lock()
-	if len(rs.refs) >= maxRoomRefs {
-		clear(rs.refs)
-	}
-	rs.refs[roomID] = ref
-	rs.refsMu.Unlock()
-	return ref, nil
+	return cachedLoad(&rs.refsMu, &rs.refs, maxRoomRefs, roomID, func() (roomRef, error) {
+		row, err := rs.db.RoomByID(ctx, roomID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return roomRef{}, ErrRoomNotFound
+		}
+		if err != nil {
+			return roomRef{}, fmt.Errorf("roomserver: room %s: %w", roomID, err)
+		}
+		return roomRef{NID: row.NID, Version: row.Version}, nil
+	})
 }
 
 // CurrentState returns a room's current state events.

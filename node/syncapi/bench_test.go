@@ -78,11 +78,7 @@ func BenchmarkIncrementalSyncEmpty(b *testing.B) {
 	for i := 0; i < 50; i++ {
 		h.fill(h.createRoom(alice), alice, 20)
 	}
-	var res struct {
-		NextBatch string `json:"next_batch"`
-	}
-	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
-	target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(res.NextBatch)
+	target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(initialBatch(b, h))
 	b.ResetTimer()
 	for b.Loop() {
 		serve(b, h.sy.HandleSync, alice, target, nil)
@@ -99,21 +95,37 @@ func BenchmarkIncrementalSyncOneMessage(b *testing.B) {
 		h.fill(room, alice, 20)
 	}
 	h.send(room, member(bob, bob, "join"))
+	benchIncremental(b, h, "", func(i int) { h.send(room, msg(bob, fmt.Sprint("message ", i))) })
+}
+
+// initialBatch is the next_batch of alice's initial sync.
+func initialBatch(b *testing.B, h *harness) string {
 	var res struct {
 		NextBatch string `json:"next_batch"`
 	}
 	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
+	return res.NextBatch
+}
+
+// benchIncremental times alice's incremental syncs (with query, "" or
+// ending in "&"), each after news made by change(i), untimed, i from 1.
+func benchIncremental(b *testing.B, h *harness, query string, change func(i int)) {
+	since := initialBatch(b, h)
 	i := 0
 	b.ResetTimer()
 	for b.Loop() {
 		b.StopTimer()
 		i++
-		h.send(room, msg(bob, fmt.Sprint("message ", i)))
-		target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(res.NextBatch)
+		change(i)
+		target := "/_matrix/client/v3/sync?" + query + "since=" + url.QueryEscape(since)
 		b.StartTimer()
 		body := serve(b, h.sy.HandleSync, alice, target, nil)
 		b.StopTimer()
+		var res struct {
+			NextBatch string `json:"next_batch"`
+		}
 		json.Unmarshal(body, &res)
+		since = res.NextBatch
 		b.StartTimer()
 	}
 }
@@ -127,16 +139,13 @@ func BenchmarkIncrementalSyncOldSince(b *testing.B) {
 	for i := 0; i < 50; i++ {
 		rooms = append(rooms, h.createRoom(alice))
 	}
-	var res struct {
-		NextBatch string `json:"next_batch"`
-	}
-	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
+	since := initialBatch(b, h)
 	for _, r := range rooms[:10] {
 		h.fill(r, alice, 200)
 		h.fill(h.createRoom(bob), bob, 800)
 		h.fill(r, alice, 200)
 	}
-	target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(res.NextBatch)
+	target := "/_matrix/client/v3/sync?since=" + url.QueryEscape(since)
 	b.ResetTimer()
 	for b.Loop() {
 		serve(b, h.sy.HandleSync, alice, target, nil)
@@ -257,15 +266,8 @@ func BenchmarkIncrementalSyncEmptyBusyStreams(b *testing.B) {
 	}
 	elsewhere := h.createRoom(bob)
 	ev := h.send(elsewhere, msg(bob, "elsewhere"))[0]
-	var res struct {
-		NextBatch string `json:"next_batch"`
-	}
-	json.Unmarshal(serve(b, h.sy.HandleSync, alice, "/_matrix/client/v3/sync", nil), &res)
-	i := 0
-	b.ResetTimer()
-	for b.Loop() {
-		b.StopTimer()
-		switch i++; i % 4 {
+	benchIncremental(b, h, "set_presence=offline&", func(i int) {
+		switch i % 4 {
 		case 0:
 			h.sy.OnTyping(elsewhere, bob, i%8 == 0, time.Minute)
 		case 1:
@@ -275,11 +277,5 @@ func BenchmarkIncrementalSyncEmptyBusyStreams(b *testing.B) {
 		case 3:
 			h.sy.DeviceListChanged(ctx, bob, []string{"DEV"}, false)
 		}
-		target := "/_matrix/client/v3/sync?set_presence=offline&since=" + url.QueryEscape(res.NextBatch)
-		b.StartTimer()
-		body := serve(b, h.sy.HandleSync, alice, target, nil)
-		b.StopTimer()
-		json.Unmarshal(body, &res)
-		b.StartTimer()
-	}
+	})
 }

@@ -9,18 +9,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	_ "github.com/ncruces/go-sqlite3/vfs/memdb" // the database under js/wasm
 
 	"hearth/node/httputil"
+	"hearth/node/internal/testdb"
 	"hearth/node/roomserver"
 	"hearth/node/storage"
 	"hearth/node/syncapi"
@@ -52,19 +49,7 @@ func newHarness(t testing.TB) *harness {
 
 func newHarnessCfg(t testing.TB, cfg syncapi.Config) *harness {
 	t.Helper()
-	return newHarnessOpts(t, cfg, dbOptions(t))
-}
-
-var dbSeq atomic.Int64
-
-// dbOptions puts the database in a temporary file. Under js/wasm (to
-// profile sync as the browser runs it) SQLite's file VFS cannot lock, so
-// an in-memory database stands in, as in testnode.
-func dbOptions(t testing.TB) storage.Options {
-	if runtime.GOOS == "js" {
-		return storage.Options{Path: fmt.Sprintf("/syncapi%d.db", dbSeq.Add(1)), VFS: "memdb"}
-	}
-	return storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")}
+	return newHarnessOpts(t, cfg, testdb.Options(t))
 }
 
 // exclusive is o with the browser's single connection.

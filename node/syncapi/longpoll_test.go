@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"hearth/node/httputil"
+	"hearth/node/internal/testdb"
 	"hearth/node/syncapi"
 )
 
@@ -180,7 +181,7 @@ func TestBadInput(t *testing.T) {
 // must never hold it while waiting, nor ask for a second one.
 func TestExclusiveConnection(t *testing.T) {
 	h := newHarnessOpts(t, syncapi.Config{MaxTimeout: 10 * time.Second},
-		exclusive(dbOptions(t)))
+		exclusive(testdb.Options(t)))
 	room := h.createRoom(alice)
 	res := h.sync(alice, "", "")
 	done := make(chan bool, 1)

@@ -2,22 +2,18 @@
 // tests only: it must not be imported by production code, nor by
 // package-internal tests of anything node imports (it imports node).
 //
-// Each node has a fresh identity and database in t.TempDir(), serves its
+// Each node has a fresh identity and database (see testdb), serves its
 // client API with httptest on 127.0.0.1 and its federation API on the
 // network, and reaches the others by server name as it would over libp2p.
 package testnode
 
 import (
 	"net/http/httptest"
-	"path/filepath"
-	"runtime"
 	"testing"
 
-	_ "github.com/ncruces/go-sqlite3/vfs/memdb" // the database under js/wasm
-
 	"hearth/node"
+	"hearth/node/internal/testdb"
 	"hearth/node/internal/testnet"
-	"hearth/node/storage"
 	"hearth/p2p/identity"
 )
 
@@ -47,7 +43,7 @@ func (n *Network) Add() *Server {
 	}
 	nd, err := node.New(node.Config{
 		ServerName: id.ServerName, KeyID: identity.KeyID, PrivateKey: id.Private, KeyOf: identity.PublicKeyOf,
-		DB:               dbOptions(t, id.ServerName),
+		DB:               testdb.Options(t),
 		OpenRegistration: true,
 		Transport:        n.Transport(id.ServerName),
 		RemotePeer:       testnet.RemotePeer,
@@ -63,14 +59,4 @@ func (n *Network) Add() *Server {
 		nd.Close()
 	})
 	return h
-}
-
-// dbOptions puts a node's database in a temporary file. Under js/wasm
-// (profiling the core as the browser runs it) SQLite's file VFS cannot
-// lock, so an in-memory database named for the node stands in.
-func dbOptions(t testing.TB, name string) storage.Options {
-	if runtime.GOOS == "js" {
-		return storage.Options{Path: "/" + name + ".db", VFS: "memdb"}
-	}
-	return storage.Options{Path: filepath.Join(t.TempDir(), "hearth.db")}
 }
