@@ -39,7 +39,10 @@ type Config struct {
 	// (roomserver.Config.VerifyWidth); 0: one per core. A Verifier that
 	// waits on another thread wants more than cores.
 	VerifyWidth int
-	DB          storage.Options
+	// Checker checks large batches of received events on other threads
+	// (roomserver.Config.Checker): the browser's check workers.
+	Checker roomserver.Checker
+	DB      storage.Options
 	// OpenRegistration allows m.login.dummy registration;
 	// RegistrationFrom, when set, only for the requests it accepts.
 	OpenRegistration bool
@@ -107,6 +110,7 @@ func (n *Node) start() error {
 		PrivateKey:  cfg.PrivateKey,
 		Verifier:    verifier,
 		VerifyWidth: cfg.VerifyWidth,
+		Checker:     cfg.Checker,
 		OnOutput:    n.onOutput,
 	})
 	if err != nil {

@@ -123,9 +123,6 @@ func responseToJS(rec *httptest.ResponseRecorder) js.Value {
 		}
 	}
 	out.Set("headers", hs.String())
-	b := rec.Body.Bytes()
-	arr := js.Global().Get("Uint8Array").New(len(b))
-	js.CopyBytesToJS(arr, b)
-	out.Set("body", arr)
+	out.Set("body", bytesToJS(rec.Body.Bytes()))
 	return out
 }

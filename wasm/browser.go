@@ -18,6 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"hearth/node"
+	"hearth/node/roomserver"
 	"hearth/node/storage"
 	"hearth/p2p/fedhttp"
 	"hearth/p2p/host"
@@ -46,6 +47,7 @@ type browserNode struct {
 	persistent bool
 	boot       bootTimes
 	fed        *fedActivity
+	checks     *poolChecker // nil without a pool of check workers
 	// p2p is closed when the libp2p host is up (or failed to start): the
 	// node's federation transport waits for it.
 	p2p chan struct{}
@@ -66,7 +68,7 @@ type startArgs struct {
 }
 
 func newBrowserNode(log *slog.Logger) *browserNode {
-	return &browserNode{log: log, ready: make(chan struct{}), p2p: make(chan struct{}), fed: newFedActivity()}
+	return &browserNode{log: log, ready: make(chan struct{}), p2p: make(chan struct{}), fed: newFedActivity(), checks: newPoolChecker()}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -132,6 +134,11 @@ func (b *browserNode) startNode(id *identity.Identity, boot, relays []ma.Multiad
 	// Signatures are checked by WebCrypto where it has Ed25519; waiting
 	// on it, many events are verified at once.
 	verifier, verifyWidth := newVerifier(identity.KeyID, identity.PublicKeyOf, b.log)
+	// Large batches of received events are checked by the check workers.
+	var checker roomserver.Checker
+	if b.checks != nil {
+		checker = b.checks
+	}
 	n, err := node.New(node.Config{
 		ServerName:       id.ServerName,
 		KeyID:            identity.KeyID,
@@ -139,6 +146,7 @@ func (b *browserNode) startNode(id *identity.Identity, boot, relays []ma.Multiad
 		KeyOf:            identity.PublicKeyOf,
 		Verifier:         verifier,
 		VerifyWidth:      verifyWidth,
+		Checker:          checker,
 		DB:               db,
 		OpenRegistration: true, // only this origin's pages reach the handler
 		// Federation waits for the libp2p host, which starts after the

@@ -50,6 +50,10 @@ func main() {
 		return
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if os.Getenv("HEARTH_ROLE") == "checker" {
+		serveChecks(logger) // a check worker of the node's (see checker.go)
+		return
+	}
 	b := newBrowserNode(logger)
 	api := js.Global().Get("Object").New()
 	api.Set("start", js.FuncOf(func(_ js.Value, args []js.Value) any {

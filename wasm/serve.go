@@ -35,6 +35,8 @@ type Status struct {
 	// OPFS is the storage VFS's work so far: its share of the time tells
 	// the cost of the browser's file system from SQLite's and ours.
 	OPFS opfs.Stats `json:"opfs"`
+	// Checks is what the check workers took off the node's thread.
+	Checks checkStats `json:"checks"`
 }
 
 func (b *browserNode) status() (any, error) {
@@ -50,7 +52,7 @@ func (b *browserNode) status() (any, error) {
 		ServerName: b.id.ServerName, PeerID: b.id.PeerID.String(),
 		Addrs: []string{}, Peers: []host.PeerInfo{},
 		Persistent: b.persistent, Boot: b.boot, P2P: "starting",
-		Federation: b.fed.status(), OPFS: opfs.ReadStats(),
+		Federation: b.fed.status(), OPFS: opfs.ReadStats(), Checks: b.checks.stats(),
 	}
 	select {
 	case <-b.ready:

@@ -32,7 +32,6 @@ type webCryptoVerifier struct {
 	keyOf  func(serverName string) (ed25519.PublicKey, error)
 	subtle js.Value
 	algo   js.Value // {name: "Ed25519"}
-	u8     js.Value // the Uint8Array constructor
 
 	mu   sync.Mutex
 	keys map[string]*cryptoKey // by server name
@@ -83,7 +82,6 @@ func newWebCryptoVerifier(keyID string, keyOf func(string) (ed25519.PublicKey, e
 		keyOf:  keyOf,
 		subtle: crypto.Get("subtle"),
 		algo:   algo,
-		u8:     js.Global().Get("Uint8Array"),
 		keys:   map[string]*cryptoKey{},
 	}, nil
 }
@@ -145,7 +143,7 @@ func (v *webCryptoVerifier) start(req gomatrixserverlib.VerifyJSONRequest) (js.V
 	if err != nil {
 		return js.Value{}, err
 	}
-	return v.call("verify", v.algo, key, v.bytes(sig), v.bytes(canonical))
+	return v.call("verify", v.algo, key, bytesToJS(sig), bytesToJS(canonical))
 }
 
 // signedBytes is VerifyJSON up to the ed25519 check: the signature by
@@ -248,7 +246,7 @@ func (v *webCryptoVerifier) key(serverName string) (js.Value, error) {
 
 func (v *webCryptoVerifier) importKey(pub ed25519.PublicKey) (js.Value, error) {
 	usages := js.Global().Get("Array").New("verify")
-	p, err := v.call("importKey", "raw", v.bytes(pub), v.algo, false, usages)
+	p, err := v.call("importKey", "raw", bytesToJS(pub), v.algo, false, usages)
 	if err != nil {
 		return js.Value{}, err
 	}
@@ -257,7 +255,7 @@ func (v *webCryptoVerifier) importKey(pub ed25519.PublicKey) (js.Value, error) {
 
 // verify checks one signature and waits for the answer.
 func (v *webCryptoVerifier) verify(key js.Value, sig, msg []byte) (bool, error) {
-	p, err := v.call("verify", v.algo, key, v.bytes(sig), v.bytes(msg))
+	p, err := v.call("verify", v.algo, key, bytesToJS(sig), bytesToJS(msg))
 	if err != nil {
 		return false, err
 	}
@@ -266,13 +264,6 @@ func (v *webCryptoVerifier) verify(key js.Value, sig, msg []byte) (bool, error) 
 		return false, err
 	}
 	return ok.Bool(), nil
-}
-
-// bytes copies b into a new Uint8Array.
-func (v *webCryptoVerifier) bytes(b []byte) js.Value {
-	a := v.u8.New(len(b))
-	js.CopyBytesToJS(a, b)
-	return a
 }
 
 // call runs crypto.subtle[method](args...).

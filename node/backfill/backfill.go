@@ -53,9 +53,9 @@ type roomBackfill struct {
 	// one backfill per room at a time: concurrent /messages calls for the
 	// same gap wait for the first and then find it filled.
 	run sync.Mutex
-	// the next page, fetched and verified while this one was stored;
-	// guarded by Backfiller.mu
-	ahead *readAhead
+	// the coming pages, each fetched and verified while the pages after
+	// it are stored (see readAhead); guarded by Backfiller.mu
+	ahead []*readAhead
 }
 
 // MinLimit and MaxLimit bound how many events one /backfill request asks
@@ -87,10 +87,7 @@ func (b *Backfiller) Close() {
 	b.mu.Lock()
 	b.closed = true
 	for _, st := range b.rooms {
-		if ra := st.ahead; ra != nil {
-			st.ahead = nil
-			b.release(ra)
-		}
+		b.dropFrom(st, 0)
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
@@ -139,7 +136,7 @@ func (b *Backfiller) Backfill(ctx context.Context, roomID string, limit int) (bo
 	var errs []error
 	for _, s := range servers {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
-		p := b.fetchPage(sctx, s, roomID, version, from, limit)
+		p := b.fetchPage(sctx, st, nil, s, roomID, version, from, limit)
 		n, err := 0, p.err
 		if err == nil {
 			n, err = b.store(sctx, st, roomID, version, p, limit)

@@ -24,13 +24,20 @@ type page struct {
 
 // fetchPage asks s for limit events before from and verifies them: parsed,
 // hashed and signature-checked once, on every core; storing them later
-// only checks auth.
-func (b *Backfiller) fetchPage(ctx context.Context, s spec.ServerName, roomID string, version gomatrixserverlib.RoomVersion, from []string, limit int) *page {
+// only checks auth. Once they have arrived, and before they are verified,
+// the page before them starts being read ahead, as the page after ra (nil:
+// this is the room's next page).
+func (b *Backfiller) fetchPage(ctx context.Context, st *roomBackfill, ra *readAhead, s spec.ServerName, roomID string, version gomatrixserverlib.RoomVersion, from []string, limit int) *page {
 	p := &page{server: s}
 	txn, err := b.client.Backfill(ctx, b.origin, s, roomID, limit, from)
 	if err != nil {
 		p.err = err
 		return p
+	}
+	if next := guessNext(txn.PDUs); ra != nil {
+		b.arrived(st, ra, next)
+	} else {
+		b.ahead(st, nil, s, roomID, version, next, limit)
 	}
 	in := make([]roomserver.InputEvent, len(txn.PDUs))
 	for i, js := range txn.PDUs {
@@ -58,8 +65,8 @@ func (b *Backfiller) fetchPage(ctx context.Context, s spec.ServerName, roomID st
 }
 
 // store stores a page, returning how many of its events were stored.
-// Before it does, it starts reading the next page ahead, from where this
-// one leaves history missing.
+// Before it does, it makes sure the next page is being read ahead, from
+// where this one leaves history missing.
 func (b *Backfiller) store(ctx context.Context, st *roomBackfill, roomID string, version gomatrixserverlib.RoomVersion, p *page, limit int) (int, error) {
 	if len(p.evs) == 0 {
 		return 0, nil
@@ -83,9 +90,7 @@ func (b *Backfiller) store(ctx context.Context, st *roomBackfill, roomID string,
 			next = append(next, id)
 		}
 	}
-	if len(next) > 0 {
-		b.readAhead(st, p.server, roomID, version, next, limit)
-	}
+	b.ahead(st, nil, p.server, roomID, version, next, limit)
 
 	batch := make(map[string]bool, len(p.evs))
 	for i := range p.evs {

@@ -32,6 +32,10 @@ type Config struct {
 	// core (GOMAXPROCS). A Verifier that waits rather than computes (the
 	// browser's WebCrypto works on its own threads) wants more.
 	VerifyWidth int
+	// Checker, when set, checks large batches of received events (a page
+	// of history, a room's state on joining) on other threads: the
+	// browser's. Nil: Verify checks them on this process's cores.
+	Checker Checker
 	// OnOutput is called after each commit with the events that entered
 	// the stream, in stream order. It must not block for long.
 	OnOutput func([]Output)

@@ -95,17 +95,21 @@ type Verified struct {
 func (v *Verified) PDU() gomatrixserverlib.PDU { return v.pdu }
 
 // Verify parses events from other servers, checks their hashes and
-// signatures and works out their IDs (a hash of the redacted event), on
-// every core (or Config.VerifyWidth at once): most of what accepting an
-// event from another server costs.
+// signatures and works out their IDs (a hash of the redacted event): most
+// of what accepting an event from another server costs. A large batch
+// goes to the Checker when there is one; otherwise events are checked on
+// every core (or Config.VerifyWidth at once).
 func (rs *Roomserver) Verify(ctx context.Context, evs []InputEvent) []Verified {
 	out := make([]Verified, len(evs))
+	if rs.cfg.Checker != nil && len(evs) >= checkerMin && rs.verifyElsewhere(ctx, evs, out) {
+		return out
+	}
 	width := rs.cfg.VerifyWidth
 	if width <= 0 {
 		width = runtime.GOMAXPROCS(0)
 	}
 	parallel(width, len(evs), func(i int) {
-		out[i].InputEvent = evs[i]
+		out[i] = Verified{InputEvent: evs[i]}
 		if out[i].pdu, out[i].Err = rs.parseUntrusted(ctx, evs[i]); out[i].Err == nil {
 			out[i].pdu.EventID() // remembered by the event
 		}
@@ -290,39 +294,37 @@ func (rs *Roomserver) Recover(ctx context.Context) error {
 }
 
 // parseUntrusted parses another server's event and checks its hashes and
-// signatures. An event whose content hash fails is redacted by parsing,
-// as the spec says; a bad signature is refused.
+// signatures (see checkEvent).
 func (rs *Roomserver) parseUntrusted(ctx context.Context, in InputEvent) (gomatrixserverlib.PDU, error) {
+	verImpl, err := rs.precheck(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return checkEvent(ctx, verImpl, in.JSON, rs.cfg.Verifier)
+}
+
+// precheck is what refusing an event from another server takes before
+// parsing it: its room's version (the one given, or the room's as this
+// server knows it) must be one it supports, and its size within limits.
+func (rs *Roomserver) precheck(ctx context.Context, in InputEvent) (gomatrixserverlib.IRoomVersion, error) {
 	version := in.RoomVersion
 	if version == "" {
 		roomID, err := roomIDOf(in.JSON)
 		if err != nil {
 			return nil, &BadEventError{Reason: err.Error()}
 		}
-		v, err := rs.RoomVersion(ctx, roomID)
-		if err != nil {
+		if version, err = rs.RoomVersion(ctx, roomID); err != nil {
 			return nil, err
 		}
-		version = v
 	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil || !slices.Contains(SupportedVersions, version) {
-		return nil, &UnsupportedVersionError{Version: string(version)}
+	verImpl, err := supportedVersion(version)
+	if err != nil {
+		return nil, err
 	}
 	if len(in.JSON) > MaxEventSize {
 		return nil, ErrTooLarge
 	}
-	pdu, err := verImpl.NewEventFromUntrustedJSON(in.JSON)
-	if err != nil {
-		return nil, &BadEventError{Reason: err.Error()}
-	}
-	if rs.cfg.Verifier == nil {
-		return nil, errors.New("roomserver: no signature verifier configured")
-	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, rs.cfg.Verifier, userIDForSender); err != nil {
-		return nil, &BadEventError{Reason: "signatures: " + err.Error()}
-	}
-	return pdu, nil
+	return verImpl, nil
 }
 
 // roomIDOf reads room_id from event JSON without parsing the event.

@@ -58,6 +58,24 @@ func (h *harness) build(t *testing.T, roomID string, ne roomserver.NewEvent, pre
 	return ev
 }
 
+// extremities are a room's forward extremities on h and its depth.
+func (h *harness) extremities(t *testing.T, roomID string) ([]string, int64) {
+	t.Helper()
+	r, err := h.db.RoomByID(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := h.db.EventsByNID(context.Background(), r.Extremities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	return ids, r.Depth
+}
+
 func input(h *harness, origin string, evs ...gomatrixserverlib.PDU) []roomserver.InputResult {
 	in := make([]roomserver.InputEvent, len(evs))
 	for i, ev := range evs {
@@ -167,16 +185,7 @@ func TestHostileInput(t *testing.T) {
 		}
 		return ids
 	}
-	exts := func() ([]string, int64) {
-		r, _ := a.db.RoomByID(ctx, room)
-		evs, _ := a.db.EventsByNID(ctx, r.Extremities)
-		var ids []string
-		for _, e := range evs {
-			ids = append(ids, e.ID)
-		}
-		return ids, r.Depth
-	}
-	prev, depth := exts()
+	prev, depth := a.extremities(t, room)
 
 	// Forged: evil.test signs an event claiming to be from bob on b.test.
 	forged := evil.build(t, room, msg(bob, "I am bob"), prev, depth+1, authFor(bob), time.Now())

@@ -29,6 +29,8 @@ type harness struct {
 	db   *storage.DB
 	rs   *roomserver.Roomserver
 	key  ed25519.PrivateKey
+	// checker, if set before open, is the roomserver's Checker.
+	checker roomserver.Checker
 
 	mu   sync.Mutex
 	outs []roomserver.Output
@@ -54,7 +56,7 @@ func (h *harness) open() {
 	}
 	rs, err := roomserver.New(db, roomserver.Config{
 		ServerName: spec.ServerName(h.name), KeyID: "ed25519:p2p", PrivateKey: h.key,
-		Verifier: h.net.Verifier(),
+		Verifier: h.net.Verifier(), Checker: h.checker,
 		OnOutput: func(o []roomserver.Output) {
 			h.mu.Lock()
 			h.outs = append(h.outs, o...)

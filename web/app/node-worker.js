@@ -119,6 +119,7 @@ async function loadWasm () {
   const go = new Go()
   const response = fetch('./hearth.wasm').then((r) => { mark('wasm_response'); return r })
   const module = await WebAssembly.compileStreaming(response)
+  checks.module = module
   mark('wasm_compiled')
   const instance = await WebAssembly.instantiate(module, go.importObject)
   mark('wasm_instantiated')
@@ -126,6 +127,73 @@ async function loadWasm () {
   go.run(instance).then(() => tell({ state: 'failed', error: 'the Go program exited' }))
   await loaded
   mark('go_loaded')
+}
+
+// Check workers (see wasm/checker.go): Go runs on this worker's one
+// thread, so large batches of other servers' events (a page of history,
+// a room's state on joining) are checked by a pool of workers running the
+// same module, while this one goes on storing. The pool starts on first
+// use, with one worker per core but this one's (at least one, at most
+// four), and stops after a minute unused; until a worker is up, check
+// answers null and the node checks the events itself.
+const checks = { module: null, workers: [], seq: 0, idle: 0 }
+const CHECKS_IDLE_MS = 60_000
+
+self.hearthChecks = {
+  check (version, events) {
+    const ready = startChecks().filter((w) => w.ready)
+    if (!ready.length) return Promise.resolve(null)
+    clearTimeout(checks.idle)
+    checks.idle = setTimeout(stopChecks, CHECKS_IDLE_MS)
+    const per = Math.ceil(events.length / ready.length)
+    const parts = []
+    for (let i = 0; i < events.length; i += per) parts.push(events.slice(i, i + per))
+    return Promise.all(parts.map((part, k) => askCheck(ready[k], version, part))).then((rs) => rs.flat())
+  }
+}
+
+function startChecks () {
+  if (checks.workers.length || !checks.module) return checks.workers
+  const n = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1))
+  for (let i = 0; i < n; i++) {
+    const w = { worker: new Worker('./check-worker.js'), ready: false, pending: new Map() }
+    const fail = (why) => {
+      w.ready = false
+      for (const [, p] of w.pending) p.reject(new Error('check worker: ' + why))
+      w.pending.clear()
+    }
+    w.worker.onmessage = (e) => {
+      const m = e.data
+      if (m.ready) w.ready = true
+      else if (m.failed) fail(m.failed)
+      else {
+        const p = w.pending.get(m.id)
+        w.pending.delete(m.id)
+        if (p) m.error ? p.reject(new Error(m.error)) : p.resolve(m.out)
+      }
+    }
+    w.worker.onerror = (e) => { e.preventDefault(); fail(e.message || 'failed') }
+    w.worker.postMessage({ module: checks.module })
+    checks.workers.push(w)
+  }
+  return checks.workers
+}
+
+function askCheck (w, version, events) {
+  return new Promise((resolve, reject) => {
+    const id = ++checks.seq
+    w.pending.set(id, { resolve, reject })
+    w.worker.postMessage({ id, version, events }, events.map((e) => e.buffer))
+  })
+}
+
+function stopChecks () {
+  if (checks.workers.some((w) => w.pending.size)) {
+    checks.idle = setTimeout(stopChecks, CHECKS_IDLE_MS)
+    return
+  }
+  for (const w of checks.workers) w.worker.terminate()
+  checks.workers = []
 }
 
 // openStorage opens the database's files in OPFS while the wasm compiles,

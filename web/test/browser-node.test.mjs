@@ -458,6 +458,11 @@ test('the browser node backfills a 1,000-event room from the native node', { tim
     from = '&from=' + encodeURIComponent(r.json.end)
     assert.ok(Date.now() - t1 < 300_000, 'backfill too slow')
   }
-  figure('browser join + backfill of 1,000 events', { join_ms: joined, backfill_ms: Date.now() - t1, events: seen.size })
+  const backfilled = Date.now() - t1
+  // The history's signatures were checked by the node's check workers
+  // (wasm/checker.go), off the node's own thread.
+  const { checks } = (await pageFetch(page, '/_hearth/v1/status')).json
+  figure('browser join + backfill of 1,000 events', { join_ms: joined, backfill_ms: backfilled, events: seen.size, checks })
   assert.equal(seen.size, N)
+  assert.ok(checks.events > 0, `no events were checked by the check workers: ${JSON.stringify(checks)}`)
 })
