@@ -4,19 +4,22 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"sync/atomic"
 
 	"github.com/ncruces/go-sqlite3"
 	sqlite3driver "github.com/ncruces/go-sqlite3/driver"
 )
 
 // openPool opens a pool whose transactions begin with begin ("BEGIN
-// IMMEDIATE" for the writer, "BEGIN" for readers).
-func openPool(dsn, begin string) (*sql.DB, error) {
+// IMMEDIATE" for the writer, "BEGIN" for readers). With wal, each
+// connection reports the WAL's size after each commit there, and SQLite
+// no longer checkpoints by itself (see DB.writer).
+func openPool(dsn, begin string, wal *atomic.Int64) (*sql.DB, error) {
 	c, err := (&sqlite3driver.SQLite{}).OpenConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(txConnector{Connector: c, begin: begin}), nil
+	return sql.OpenDB(txConnector{Connector: c, begin: begin, wal: wal}), nil
 }
 
 // txConnector hands out the driver's connections with BEGIN, COMMIT and
@@ -27,6 +30,7 @@ func openPool(dsn, begin string) (*sql.DB, error) {
 type txConnector struct {
 	driver.Connector
 	begin string
+	wal   *atomic.Int64 // WAL pages after the last commit; nil: not asked
 }
 
 func (c txConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -37,6 +41,13 @@ func (c txConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	sc, ok := dc.(sqliteConn)
 	if !ok {
 		return dc, nil
+	}
+	if c.wal != nil {
+		// A WAL hook replaces SQLite's automatic checkpoints.
+		sc.Raw().WALHook(func(_ *sqlite3.Conn, _ string, pages int) error {
+			c.wal.Store(int64(pages))
+			return nil
+		})
 	}
 	return &txConn{sqliteConn: sc, beginSQL: c.begin}, nil
 }
