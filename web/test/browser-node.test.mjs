@@ -369,17 +369,22 @@ test('two browser nodes chat with each other through the native relay', { timeou
       })
     }, roomId)
   }
-  const lat = { ab: [], ba: [] }
-  for (let i = 0; i < 20; i++) {
-    for (const [from, to, key] of [[a, b, 'ab'], [b, a, 'ba']]) {
-      const body = `${key} ${i}`
-      const t0 = await from.evaluate(([roomId, body]) => { const t = Date.now(); window.hearthApp.client.sendTextMessage(roomId, body); return t }, [roomId, body])
-      lat[key].push(await waitForPage(to, body, (b) => window.__seen[b], 30_000, body) - t0)
+  // Three rounds of 20 each way: the first runs while Chromium is still
+  // optimising the module's hot functions on the same two cores (a new
+  // profile's first minute), the last once that has settled.
+  const rounds = []
+  for (let round = 0; round < 3; round++) {
+    const lat = { ab: [], ba: [] }
+    for (let i = 0; i < 20; i++) {
+      for (const [from, to, key] of [[a, b, 'ab'], [b, a, 'ba']]) {
+        const body = `${key} ${round}.${i}`
+        const t0 = await from.evaluate(([roomId, body]) => { const t = Date.now(); window.hearthApp.client.sendTextMessage(roomId, body); return t }, [roomId, body])
+        lat[key].push(await waitForPage(to, body, (b) => window.__seen[b], 30_000, body) - t0)
+      }
     }
+    rounds.push({ a_to_b: { p50: pct(lat.ab, 0.5), p90: pct(lat.ab, 0.9) }, b_to_a: { p50: pct(lat.ba, 0.5), p90: pct(lat.ba, 0.9) } })
   }
-  figure('delivery browser → browser through the relay (ms)', {
-    a_to_b: { p50: pct(lat.ab, 0.5), p90: pct(lat.ab, 0.9) }, b_to_a: { p50: pct(lat.ba, 0.5), p90: pct(lat.ba, 0.9) }
-  })
+  figure('delivery browser → browser through the relay (ms)', { first: rounds[0], last: rounds[2] })
   await b.evaluate((roomId) => window.hearthApp.show(roomId), roomId)
   await b.screenshot({ path: join(repoRoot, 'test-results', 'browser-to-browser.png') })
 })
