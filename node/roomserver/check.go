@@ -43,10 +43,10 @@ const checkerMin = 16
 // parseUntrusted refuses them.
 func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, events [][]byte, verifier gomatrixserverlib.JSONVerifier, width int) []Checked {
 	out := make([]Checked, len(events))
-	verImpl, err := supportedVersion(version)
+	verImpl, unsupported := supportedVersion(version)
 	parallel(width, len(events), func(i int) {
-		if err != nil {
-			out[i].Refused = err.Error()
+		if unsupported != nil {
+			out[i].Refused = unsupported.Error()
 			return
 		}
 		pdu, err := checkEvent(ctx, verImpl, events[i], verifier)
@@ -89,8 +89,9 @@ func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	return pdu, nil
 }
 
-// verifyElsewhere is Verify through the Checker. It reports false, having
-// checked nothing, when the Checker could not take the events.
+// verifyElsewhere is Verify through the Checker. It reports false when
+// the Checker could not take the events: Verify then checks them all
+// itself, over whatever this filled in.
 func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out []Verified) bool {
 	type batch struct {
 		idx    []int

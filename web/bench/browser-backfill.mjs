@@ -20,21 +20,12 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startHearth, repoRoot } from '../testlib/hearth.mjs'
+import { startHearth, repoRoot, nodeRequest as nat } from '../testlib/hearth.mjs'
 
 const N = +(process.argv[2] || 10000)
 const enc = encodeURIComponent
 const cleanups = []
 const t = { after: (f) => cleanups.push(f) }
-
-async function nat (node, method, path, body, token) {
-  const headers = { 'Content-Type': 'application/json' }
-  if (token) headers.Authorization = 'Bearer ' + token
-  const r = await fetch(node.url + path, { method, headers, body: body ? JSON.stringify(body) : undefined })
-  const json = await r.json()
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
-  return json
-}
 
 // cpu is the CPU time (ms) of every process by name, and of Chromium's
 // threads by name, from /proc.

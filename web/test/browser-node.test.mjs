@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { get } from 'node:http'
 import { chromium } from 'playwright-core'
-import { startHearth, waitFor, repoRoot } from '../testlib/hearth.mjs'
+import { startHearth, waitFor, repoRoot, nodeRequest as nat } from '../testlib/hearth.mjs'
 
 const launchArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -76,16 +76,6 @@ function pageFetch (page, path, { method = 'GET', body, token } = {}) {
     const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined })
     return { status: r.status, json: await r.json() }
   }, [path, method, body, token])
-}
-
-// native HTTP calls on the native node.
-async function nat (node, method, path, body, token) {
-  const headers = { 'Content-Type': 'application/json' }
-  if (token) headers.Authorization = 'Bearer ' + token
-  const r = await fetch(node.url + path, { method, headers, body: body ? JSON.stringify(body) : undefined })
-  const json = await r.json()
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
-  return json
 }
 
 const enc = encodeURIComponent

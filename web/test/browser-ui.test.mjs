@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { startHearth, waitFor, repoRoot } from '../testlib/hearth.mjs'
+import { startHearth, waitFor, repoRoot, nodeRequest as nat } from '../testlib/hearth.mjs'
 
 const launchArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -39,15 +39,6 @@ async function waitForPage (page, what, fn, timeout = 30_000, arg) {
   } catch (e) {
     throw new Error(`waiting for ${what}: ${e.message}\nbrowser log:\n${(page.logs || []).slice(-40).join('\n')}`)
   }
-}
-
-async function nat (node, method, path, body, token) {
-  const headers = { 'Content-Type': 'application/json' }
-  if (token) headers.Authorization = 'Bearer ' + token
-  const r = await fetch(node.url + path, { method, headers, body: body ? JSON.stringify(body) : undefined })
-  const json = await r.json()
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
-  return json
 }
 
 const enc = encodeURIComponent

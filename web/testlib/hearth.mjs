@@ -91,6 +91,19 @@ export async function startHearth(t, { args = [], startTimeoutMs = 30_000 } = {}
   return node;
 }
 
+/**
+ * One client API call on a running node (as from startHearth): JSON in and
+ * out, an access token if given; a non-2xx answer throws.
+ */
+export async function nodeRequest(node, method, path, body, token) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  const r = await fetch(node.url + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const json = await r.json();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
 /** Polls `check` every `everyMs` until it returns a truthy value. */
 export async function waitFor(what, check, { timeoutMs = 10_000, everyMs = 20 } = {}) {
   const deadline = Date.now() + timeoutMs;
