@@ -136,8 +136,9 @@ async function loadWasm () {
 // use, with one worker per core but this one's (at least one, at most
 // four), and stops after a minute unused; until a worker is up, check
 // answers null and the node checks the events itself.
-const checks = { module: null, workers: [], seq: 0, idle: 0 }
+const checks = { module: null, workers: [], seq: 0, idle: 0, failures: 0 }
 const CHECKS_IDLE_MS = 60_000
+const CHECKS_MAX_FAILURES = 3 // then the node checks everything itself
 
 self.hearthChecks = {
   check (version, events) {
@@ -153,12 +154,19 @@ self.hearthChecks = {
 }
 
 function startChecks () {
-  if (checks.workers.length || !checks.module) return checks.workers
+  if (checks.workers.length || !checks.module || checks.failures >= CHECKS_MAX_FAILURES) return checks.workers
+  clearTimeout(checks.idle)
   const n = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1))
   for (let i = 0; i < n; i++) {
     const w = { worker: new Worker('./check-worker.js'), ready: false, pending: new Map() }
+    // A worker that fails leaves the pool (its checks fail, and the node
+    // does them itself); the next check after it starts a new pool, up to
+    // CHECKS_MAX_FAILURES times.
     const fail = (why) => {
-      w.ready = false
+      console.warn('hearth: check worker failed:', why)
+      checks.failures++
+      w.worker.terminate()
+      checks.workers = checks.workers.filter((x) => x !== w)
       for (const [, p] of w.pending) p.reject(new Error('check worker: ' + why))
       w.pending.clear()
     }

@@ -461,3 +461,34 @@ test('the browser node backfills a 1,000-event room from the native node', { tim
   assert.equal(seen.size, N)
   assert.ok(checks.events > 0, `no events were checked by the check workers: ${JSON.stringify(checks)}`)
 })
+
+test('without its check workers the browser node checks history itself', { timeout: 300_000 }, async (t) => {
+  const native = await startHearth(t)
+  const alice = await nat(native, 'POST', '/_matrix/client/v3/register', { username: 'alice', password: 'alice-secret-pw', auth: { type: 'm.login.dummy' } })
+  const { room_id: roomId } = await nat(native, 'POST', '/_matrix/client/v3/createRoom', { name: 'no helpers', preset: 'public_chat' }, alice.access_token)
+  const N = 250
+  for (let i = 0; i < N; i += 25) {
+    await Promise.all(Array.from({ length: 25 }, (_, j) => nat(native, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/h${i + j}`, { msgtype: 'm.text', body: `history ${i + j}` }, alice.access_token)))
+  }
+  const nst = await nat(native, 'GET', '/_hearth/v1/status')
+  const context = await profileContext(t)
+  // The check workers' script fails to load: every worker the pool starts fails.
+  await context.route('**/check-worker.js', (route) => route.fulfill({ status: 404, body: 'gone' }))
+  const { page } = await openApp(context, native.url + '/')
+  const me = await page.evaluate(() => window.hearthApp.me)
+  await page.evaluate(([roomId, via]) => window.hearthApp.client.joinRoom(roomId, { viaServers: [via] }), [roomId, nst.server_name])
+  const seen = new Set()
+  let from = ''
+  for (let pages = 0; seen.size < N && pages < 100; pages++) {
+    const r = await pageFetch(page, `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=100${from}`, { token: me.access_token })
+    assert.equal(r.status, 200, JSON.stringify(r.json))
+    for (const e of r.json.chunk) if (e.type === 'm.room.message') seen.add(e.content.body)
+    if (!r.json.end || r.json.chunk.length === 0) break
+    from = '&from=' + encodeURIComponent(r.json.end)
+  }
+  const { checks } = (await pageFetch(page, '/_hearth/v1/status')).json
+  figure('backfill without check workers', { events: seen.size, checks })
+  assert.equal(seen.size, N)
+  assert.equal(checks.events, 0)
+  assert.ok(checks.declined > 0, JSON.stringify(checks))
+})
