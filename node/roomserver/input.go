@@ -338,6 +338,36 @@ func roomIDOf(js []byte) (string, error) {
 	return v.RoomID, nil
 }
 
+// plainAuthKey is the key under which the auth rules' verdict on ev
+// against the auth events authIDs is remembered, if ev is an event they
+// judge by its room, sender and type and those auth events alone: not a
+// state event, and of no type with rules of its own. Event IDs name
+// their content, so the verdict stands for every such event alike (most
+// of a room's history: its messages).
+func plainAuthKey(ev gomatrixserverlib.PDU, authIDs []string) (string, bool) {
+	if ev.StateKey() != nil {
+		return "", false
+	}
+	switch ev.Type() {
+	case spec.MRoomCreate, spec.MRoomAliases, spec.MRoomMember, spec.MRoomPowerLevels, spec.MRoomRedaction:
+		return "", false
+	}
+	ids := slices.Sorted(slices.Values(authIDs))
+	return string(ev.SenderID()) + "\x00" + ev.Type() + "\x00" + strings.Join(ids, "\x00"), true
+}
+
+// maxAllowed bounds a room's remembered auth verdicts.
+const maxAllowed = 512
+
+// rememberAllowed remembers that the auth rules allowed the events of
+// key (see plainAuthKey).
+func (r *room) rememberAllowed(key string) {
+	if len(r.allowed) >= maxAllowed || r.allowed == nil {
+		r.allowed = make(map[string]struct{}, maxAllowed)
+	}
+	r.allowed[key] = struct{}{}
+}
+
 // createEventID is the create event's ID in rooms whose ID derives from it.
 func (r *room) createEventID() string {
 	if r.ver.DomainlessRoomIDs() {
@@ -386,20 +416,26 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 		}
 		authNIDs = append(authNIDs, row.NID)
 	}
-	authByNID, err := r.pdusByNID(tx, authNIDs)
-	if err != nil {
-		return nil, err
-	}
-	authPDUs := make([]gomatrixserverlib.PDU, 0, len(authByNID))
-	for _, p := range authByNID {
-		authPDUs = append(authPDUs, p)
-	}
-	provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
-	if err != nil {
-		return nil, r.storeRejected(tx, ev, 0, res, err.Error())
-	}
-	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
-		return nil, r.storeRejected(tx, ev, 0, res, err.Error())
+	key, plain := plainAuthKey(ev, authIDs)
+	if _, seen := r.allowed[key]; !plain || !seen {
+		authByNID, err := r.pdusByNID(tx, authNIDs)
+		if err != nil {
+			return nil, err
+		}
+		authPDUs := make([]gomatrixserverlib.PDU, 0, len(authByNID))
+		for _, p := range authByNID {
+			authPDUs = append(authPDUs, p)
+		}
+		provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
+		if err != nil {
+			return nil, r.storeRejected(tx, ev, 0, res, err.Error())
+		}
+		if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+			return nil, r.storeRejected(tx, ev, 0, res, err.Error())
+		}
+		if plain {
+			r.rememberAllowed(key)
+		}
 	}
 	if re.outlier {
 		_, err := r.insert(tx, ev, 0, false)

@@ -284,3 +284,40 @@ func TestInputLogRedeliveredAfterCrash(t *testing.T) {
 		t.Fatalf("%d events left in the input log", len(left))
 	}
 }
+
+// TestAuthVerdictsFollowTheAuthEvents: a message allowed once is allowed
+// again by the same auth events, but the same sender's message citing a
+// power levels event that forbids it is refused.
+func TestAuthVerdictsFollowTheAuthEvents(t *testing.T) {
+	ctx := context.Background()
+	keys := testnet.New()
+	a := newServer(t, "a.test", keys)
+	b := newServer(t, "b.test", keys)
+	alice, bob := "@alice:a.test", "@bob:b.test"
+	room := a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
+	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
+	relay(t, a, b)
+	b.send(room, member(bob, bob, "join"))
+	relay(t, b, a)
+	b.send(room, msg(bob, "allowed"), msg(bob, "allowed again"))
+	relay(t, b, a) // the second is judged as the first was
+
+	// Alice raises the level messages need above bob's.
+	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomPowerLevels, StateKey: sk(""),
+		Content: js(map[string]any{"users": map[string]int{alice: 100}, "events_default": 50})})
+	relay(t, a, b)
+	st, _ := a.rs.CurrentState(ctx, room)
+	var auth []string
+	for _, e := range st {
+		if e.Type() == spec.MRoomCreate || e.Type() == spec.MRoomPowerLevels || e.Type() == spec.MRoomMember && *e.StateKey() == bob {
+			auth = append(auth, e.EventID())
+		}
+	}
+	prev, depth := a.extremities(t, room)
+	muted := b.build(t, room, msg(bob, "muted"), prev, depth+1, auth, time.Now())
+	res := input(a, "b.test", muted)
+	var rej *roomserver.RejectedError
+	if !errors.As(res[0].Err, &rej) {
+		t.Fatalf("a message its own auth events forbid: %+v", res[0])
+	}
+}

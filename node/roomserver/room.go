@@ -76,6 +76,8 @@ type room struct {
 	// requests with a transaction ID prepared and not yet known to be
 	// committed
 	txns map[txnKey]*request
+	// auth verdicts remembered (see plainAuthKey): a worker-only cache
+	allowed map[string]struct{}
 }
 
 type txnKey struct{ device, id string }
