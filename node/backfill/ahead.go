@@ -66,7 +66,13 @@ func (b *Backfiller) arrived(st *roomBackfill, ra *readAhead, next []string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ra.next = next
-	b.aheadLocked(st, ra, &readAhead{server: ra.server, roomID: ra.roomID, version: ra.version, from: next, limit: ra.limit})
+	b.aheadLocked(st, ra, ra.before(next))
+}
+
+// before is the read-ahead, not yet started, of the page before ra's,
+// starting at from: same server, room and size.
+func (ra *readAhead) before(from []string) *readAhead {
+	return &readAhead{server: ra.server, roomID: ra.roomID, version: ra.version, from: from, limit: ra.limit}
 }
 
 // aheadLocked is ahead for the read-ahead want, not yet started. b.mu
@@ -149,7 +155,7 @@ func (b *Backfiller) takeAhead(ctx context.Context, st *roomBackfill, version go
 	// Room for one more: after the last, if it knows where it leads.
 	if n := len(st.ahead); n > 0 && st.ahead[n-1].next != nil {
 		last := st.ahead[n-1]
-		b.aheadLocked(st, last, &readAhead{server: last.server, roomID: last.roomID, version: last.version, from: last.next, limit: last.limit})
+		b.aheadLocked(st, last, last.before(last.next))
 	}
 	b.mu.Unlock()
 	defer func() {

@@ -101,6 +101,8 @@ func (r *room) authNIDs(tx *storage.Tx, state stateMap, ev gomatrixserverlib.PDU
 }
 
 // authEventsOf is an auth event provider holding the events of nids.
+// Events that make no valid set (two of one type and state key) are a
+// *badAuthEventsError; other errors are storage's.
 func (r *room) authEventsOf(tx *storage.Tx, nids []int64) (*gomatrixserverlib.AuthEvents, error) {
 	pdus, err := r.pdusByNID(tx, nids)
 	if err != nil {
@@ -110,8 +112,18 @@ func (r *room) authEventsOf(tx *storage.Tx, nids []int64) (*gomatrixserverlib.Au
 	for _, p := range pdus {
 		list = append(list, p)
 	}
-	return gomatrixserverlib.NewAuthEvents(list)
+	provider, err := gomatrixserverlib.NewAuthEvents(list)
+	if err != nil {
+		return nil, &badAuthEventsError{err}
+	}
+	return provider, nil
 }
+
+// badAuthEventsError is auth events that make no valid set: the event
+// citing them is rejected.
+type badAuthEventsError struct{ err error }
+
+func (e *badAuthEventsError) Error() string { return e.err.Error() }
 
 // sameNIDs tells whether two lists hold the same NIDs, ignoring order and
 // repeats.

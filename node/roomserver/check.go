@@ -94,8 +94,9 @@ func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 // itself, over whatever this filled in.
 func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out []Verified) bool {
 	type batch struct {
-		idx    []int
-		events [][]byte
+		verImpl gomatrixserverlib.IRoomVersion
+		idx     []int
+		events  [][]byte
 	}
 	byVersion := map[gomatrixserverlib.RoomVersion]*batch{}
 	for i, in := range evs {
@@ -108,7 +109,7 @@ func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out
 		version := verImpl.Version()
 		b := byVersion[version]
 		if b == nil {
-			b = &batch{}
+			b = &batch{verImpl: verImpl}
 			byVersion[version] = b
 		}
 		b.idx, b.events = append(b.idx, i), append(b.events, in.JSON)
@@ -122,7 +123,6 @@ func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out
 			log.Warn("checking events on other threads failed: checking them here", "err", err)
 			return false
 		}
-		verImpl, _ := supportedVersion(version)
 		for j, c := range checked {
 			i := b.idx[j]
 			if c.Refused != "" {
@@ -131,7 +131,7 @@ func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out
 			}
 			// The Checker is this program on another thread: what it
 			// accepted, with the ID it worked out, is taken as is.
-			pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(c.EventID, c.JSON, c.Redacted)
+			pdu, err := b.verImpl.NewEventFromTrustedJSONWithEventID(c.EventID, c.JSON, c.Redacted)
 			if err != nil {
 				out[i].Err = &BadEventError{Reason: err.Error()}
 				continue

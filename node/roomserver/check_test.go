@@ -47,12 +47,9 @@ func (c *threadChecker) Check(ctx context.Context, version gomatrixserverlib.Roo
 func TestCheckerAcceptsAndRefusesAsVerify(t *testing.T) {
 	ctx := context.Background()
 	keys := testnet.New()
-	a := newServer(t, "a.test", keys)
-	b := newServer(t, "b.test", keys)
+	a, _, room := publicRoom(t, keys)
 	evil := newServer(t, "evil.test", keys)
 	alice := "@alice:a.test"
-	room := a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
-	relay(t, a, b)
 	head, _ := a.rs.CurrentState(ctx, room)
 	var auth []string
 	for _, e := range head {

@@ -418,17 +418,13 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	}
 	key, plain := plainAuthKey(ev, authIDs)
 	if _, seen := r.allowed[key]; !plain || !seen {
-		authByNID, err := r.pdusByNID(tx, authNIDs)
-		if err != nil {
+		provider, err := r.authEventsOf(tx, authNIDs)
+		var bad *badAuthEventsError
+		switch {
+		case errors.As(err, &bad):
+			return nil, r.storeRejected(tx, ev, 0, res, bad.Error())
+		case err != nil:
 			return nil, err
-		}
-		authPDUs := make([]gomatrixserverlib.PDU, 0, len(authByNID))
-		for _, p := range authByNID {
-			authPDUs = append(authPDUs, p)
-		}
-		provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
-		if err != nil {
-			return nil, r.storeRejected(tx, ev, 0, res, err.Error())
 		}
 		if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
 			return nil, r.storeRejected(tx, ev, 0, res, err.Error())

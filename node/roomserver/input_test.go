@@ -58,6 +58,21 @@ func (h *harness) build(t *testing.T, roomID string, ne roomserver.NewEvent, pre
 	return ev
 }
 
+// publicRoom has @alice:a.test make a public room (version 11) that
+// @bob:b.test joins, each server holding all of it.
+func publicRoom(t *testing.T, keys *testnet.Net) (a, b *harness, room string) {
+	t.Helper()
+	a, b = newServer(t, "a.test", keys), newServer(t, "b.test", keys)
+	alice, bob := "@alice:a.test", "@bob:b.test"
+	room = a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
+	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
+	relay(t, a, b)
+	b.send(room, member(bob, bob, "join"))
+	relay(t, b, a)
+	b.takeOutputs()
+	return a, b, room
+}
+
 // extremities are a room's forward extremities on h and its depth.
 func (h *harness) extremities(t *testing.T, roomID string) ([]string, int64) {
 	t.Helper()
@@ -163,16 +178,9 @@ func testForks(t *testing.T, version gomatrixserverlib.RoomVersion) {
 func TestHostileInput(t *testing.T) {
 	ctx := context.Background()
 	keys := testnet.New()
-	a := newServer(t, "a.test", keys)
-	b := newServer(t, "b.test", keys)
+	a, b, room := publicRoom(t, keys)
 	evil := newServer(t, "evil.test", keys)
-	alice, bob := "@alice:a.test", "@bob:b.test"
-	room := a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
-	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
-	relay(t, a, b)
-	b.send(room, member(bob, bob, "join"))
-	relay(t, b, a)
-	b.takeOutputs()
+	bob := "@bob:b.test"
 
 	st, _ := a.rs.CurrentState(ctx, room)
 	authFor := func(sender string) []string {
@@ -291,14 +299,8 @@ func TestInputLogRedeliveredAfterCrash(t *testing.T) {
 func TestAuthVerdictsFollowTheAuthEvents(t *testing.T) {
 	ctx := context.Background()
 	keys := testnet.New()
-	a := newServer(t, "a.test", keys)
-	b := newServer(t, "b.test", keys)
+	a, b, room := publicRoom(t, keys)
 	alice, bob := "@alice:a.test", "@bob:b.test"
-	room := a.createRoom(gomatrixserverlib.RoomVersionV11, alice)
-	a.send(room, roomserver.NewEvent{Sender: alice, Type: spec.MRoomJoinRules, StateKey: sk(""), Content: js(map[string]string{"join_rule": "public"})})
-	relay(t, a, b)
-	b.send(room, member(bob, bob, "join"))
-	relay(t, b, a)
 	b.send(room, msg(bob, "allowed"), msg(bob, "allowed again"))
 	relay(t, b, a) // the second is judged as the first was
 

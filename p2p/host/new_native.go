@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -168,23 +169,18 @@ func newDHT(ctx context.Context, h lphost.Host, prefix string, bootstrap []ma.Mu
 // withDefaults fills the limits left zero (only a native node relays).
 func (l RelayLimits) withDefaults() RelayLimits {
 	d := DefaultRelayLimits()
-	if l.CircuitData <= 0 {
-		l.CircuitData = d.CircuitData
-	}
-	if l.CircuitDuration <= 0 {
-		l.CircuitDuration = d.CircuitDuration
-	}
-	if l.MaxReservations <= 0 {
-		l.MaxReservations = d.MaxReservations
-	}
-	if l.MaxReservationsPerIP <= 0 {
-		l.MaxReservationsPerIP = d.MaxReservationsPerIP
-	}
-	if l.MaxCircuits <= 0 {
-		l.MaxCircuits = d.MaxCircuits
-	}
-	if l.ReservationTTL <= 0 {
-		l.ReservationTTL = d.ReservationTTL
-	}
+	orDefault(&l.CircuitData, d.CircuitData)
+	orDefault(&l.CircuitDuration, d.CircuitDuration)
+	orDefault(&l.MaxReservations, d.MaxReservations)
+	orDefault(&l.MaxReservationsPerIP, d.MaxReservationsPerIP)
+	orDefault(&l.MaxCircuits, d.MaxCircuits)
+	orDefault(&l.ReservationTTL, d.ReservationTTL)
 	return l
+}
+
+// orDefault sets *v to d when it is not positive.
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }

@@ -20,7 +20,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startHearth, repoRoot, nodeRequest as nat } from '../testlib/hearth.mjs'
+import { startHearth, repoRoot, nodeRequest as nat, historyRoom } from '../testlib/hearth.mjs'
 
 const N = +(process.argv[2] || 10000)
 const enc = encodeURIComponent
@@ -52,15 +52,6 @@ function cpu () {
 function since (a, b) {
   const d = (x, y) => Object.fromEntries(Object.entries(y).map(([k, v]) => [k, v - (x[k] || 0)]).filter(([, v]) => v >= 100))
   return { proc: d(a.proc, b.proc), chromium: d(a.chromium, b.chromium) }
-}
-
-async function makeRoom (native, token, n) {
-  const { room_id: roomId } = await nat(native, 'POST', '/_matrix/client/v3/createRoom', { name: `${n} messages`, preset: 'public_chat' }, token)
-  for (let i = 0; i < n; i += 50) {
-    await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) =>
-      nat(native, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/h${i + j}`, { msgtype: 'm.text', body: `history ${i + j}` }, token)))
-  }
-  return roomId
 }
 
 async function ready (page) {
@@ -98,8 +89,8 @@ try {
   process.env.HEARTH_BIN ||= join(repoRoot, 'bin', 'hearth')
   const native = await startHearth(t)
   const alice = await nat(native, 'POST', '/_matrix/client/v3/register', { username: 'alice', password: 'alice-secret-pw', auth: { type: 'm.login.dummy' } })
-  const first = await makeRoom(native, alice.access_token, 2000)
-  const second = await makeRoom(native, alice.access_token, N)
+  const first = await historyRoom(native, alice.access_token, '2000 messages', 2000)
+  const second = await historyRoom(native, alice.access_token, `${N} messages`, N)
   const { server_name: via } = await nat(native, 'GET', '/_hearth/v1/status')
 
   const profile = await mkdtemp(join(tmpdir(), 'hearth-profile-'))

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { get } from 'node:http'
 import { chromium } from 'playwright-core'
-import { startHearth, waitFor, repoRoot, nodeRequest as nat } from '../testlib/hearth.mjs'
+import { startHearth, waitFor, repoRoot, nodeRequest as nat, historyRoom } from '../testlib/hearth.mjs'
 
 const launchArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -428,24 +428,28 @@ test('closing the browser mid-send loses no acknowledged event', { timeout: 300_
   assert.deepEqual(lost, [], 'acknowledged events lost')
 })
 
-test('the browser node backfills a 1,000-event room from the native node', { timeout: 400_000 }, async (t) => {
-  const native = await startHearth(t)
+// aliceRoom has alice on the native node make a room of n messages (see
+// historyRoom) and returns it, with the native node's name to join it
+// through.
+async function aliceRoom (native, name, n) {
   const alice = await nat(native, 'POST', '/_matrix/client/v3/register', { username: 'alice', password: 'alice-secret-pw', auth: { type: 'm.login.dummy' } })
-  const { room_id: roomId } = await nat(native, 'POST', '/_matrix/client/v3/createRoom', { name: 'long history', preset: 'public_chat' }, alice.access_token)
-  const N = 1000
-  for (let i = 0; i < N; i += 25) {
-    await Promise.all(Array.from({ length: 25 }, (_, j) => nat(native, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/h${i + j}`, { msgtype: 'm.text', body: `history ${i + j}` }, alice.access_token)))
-  }
-  const nst = await nat(native, 'GET', '/_hearth/v1/status')
-  const { page } = await openApp(await profileContext(t), native.url + '/')
+  const roomId = await historyRoom(native, alice.access_token, name, n)
+  return { roomId, via: (await nat(native, 'GET', '/_hearth/v1/status')).server_name }
+}
+
+// joinAndPageBack joins the app's user to the room through via and pages
+// back with /messages (limit 100) until n messages were seen or history
+// ends, as a client scrolling up does. It returns the message bodies seen
+// and how long the join and the paging took.
+async function joinAndPageBack (page, roomId, via, n) {
   const me = await page.evaluate(() => window.hearthApp.me)
   const t0 = Date.now()
-  await page.evaluate(([roomId, via]) => window.hearthApp.client.joinRoom(roomId, { viaServers: [via] }), [roomId, nst.server_name])
-  const joined = Date.now() - t0
+  await page.evaluate(([roomId, via]) => window.hearthApp.client.joinRoom(roomId, { viaServers: [via] }), [roomId, via])
+  const joinMs = Date.now() - t0
   const seen = new Set()
   let from = ''
   const t1 = Date.now()
-  while (seen.size < N) {
+  while (seen.size < n) {
     const r = await pageFetch(page, `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=100${from}`, { token: me.access_token })
     assert.equal(r.status, 200, JSON.stringify(r.json))
     for (const e of r.json.chunk) if (e.type === 'm.room.message') seen.add(e.content.body)
@@ -453,39 +457,32 @@ test('the browser node backfills a 1,000-event room from the native node', { tim
     from = '&from=' + encodeURIComponent(r.json.end)
     assert.ok(Date.now() - t1 < 300_000, 'backfill too slow')
   }
-  const backfilled = Date.now() - t1
+  return { seen, joinMs, backfillMs: Date.now() - t1 }
+}
+
+test('the browser node backfills a 1,000-event room from the native node', { timeout: 400_000 }, async (t) => {
+  const native = await startHearth(t)
+  const N = 1000
+  const { roomId, via } = await aliceRoom(native, 'long history', N)
+  const { page } = await openApp(await profileContext(t), native.url + '/')
+  const { seen, joinMs, backfillMs } = await joinAndPageBack(page, roomId, via, N)
   // The history's signatures were checked by the node's check workers
   // (wasm/checker.go), off the node's own thread.
   const { checks } = (await pageFetch(page, '/_hearth/v1/status')).json
-  figure('browser join + backfill of 1,000 events', { join_ms: joined, backfill_ms: backfilled, events: seen.size, checks })
+  figure('browser join + backfill of 1,000 events', { join_ms: joinMs, backfill_ms: backfillMs, events: seen.size, checks })
   assert.equal(seen.size, N)
   assert.ok(checks.events > 0, `no events were checked by the check workers: ${JSON.stringify(checks)}`)
 })
 
 test('without its check workers the browser node checks history itself', { timeout: 300_000 }, async (t) => {
   const native = await startHearth(t)
-  const alice = await nat(native, 'POST', '/_matrix/client/v3/register', { username: 'alice', password: 'alice-secret-pw', auth: { type: 'm.login.dummy' } })
-  const { room_id: roomId } = await nat(native, 'POST', '/_matrix/client/v3/createRoom', { name: 'no helpers', preset: 'public_chat' }, alice.access_token)
   const N = 250
-  for (let i = 0; i < N; i += 25) {
-    await Promise.all(Array.from({ length: 25 }, (_, j) => nat(native, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/h${i + j}`, { msgtype: 'm.text', body: `history ${i + j}` }, alice.access_token)))
-  }
-  const nst = await nat(native, 'GET', '/_hearth/v1/status')
+  const { roomId, via } = await aliceRoom(native, 'no helpers', N)
   const context = await profileContext(t)
   // The check workers' script fails to load: every worker the pool starts fails.
   await context.route('**/check-worker.js', (route) => route.fulfill({ status: 404, body: 'gone' }))
   const { page } = await openApp(context, native.url + '/')
-  const me = await page.evaluate(() => window.hearthApp.me)
-  await page.evaluate(([roomId, via]) => window.hearthApp.client.joinRoom(roomId, { viaServers: [via] }), [roomId, nst.server_name])
-  const seen = new Set()
-  let from = ''
-  for (let pages = 0; seen.size < N && pages < 100; pages++) {
-    const r = await pageFetch(page, `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=100${from}`, { token: me.access_token })
-    assert.equal(r.status, 200, JSON.stringify(r.json))
-    for (const e of r.json.chunk) if (e.type === 'm.room.message') seen.add(e.content.body)
-    if (!r.json.end || r.json.chunk.length === 0) break
-    from = '&from=' + encodeURIComponent(r.json.end)
-  }
+  const { seen } = await joinAndPageBack(page, roomId, via, N)
   const { checks } = (await pageFetch(page, '/_hearth/v1/status')).json
   figure('backfill without check workers', { events: seen.size, checks })
   assert.equal(seen.size, N)

@@ -104,6 +104,20 @@ export async function nodeRequest(node, method, path, body, token) {
   return json;
 }
 
+/**
+ * Makes a public room of n messages ("history 0" …) on a running node as
+ * the user of token, sending 25 at a time; resolves to its room ID.
+ */
+export async function historyRoom(node, token, name, n) {
+  const { room_id: roomId } = await nodeRequest(node, 'POST', '/_matrix/client/v3/createRoom', { name, preset: 'public_chat' }, token);
+  const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/h`;
+  for (let i = 0; i < n; i += 25) {
+    await Promise.all(Array.from({ length: Math.min(25, n - i) }, (_, j) =>
+      nodeRequest(node, 'PUT', path + (i + j), { msgtype: 'm.text', body: `history ${i + j}` }, token)));
+  }
+  return roomId;
+}
+
 /** Polls `check` every `everyMs` until it returns a truthy value. */
 export async function waitFor(what, check, { timeoutMs = 10_000, everyMs = 20 } = {}) {
   const deadline = Date.now() + timeoutMs;
