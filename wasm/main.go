@@ -20,10 +20,12 @@
 //	                      one HTTP request through the node's client API;
 //	                      headers are "name: value" lines (a request's
 //	                      may also be [[name, value]]), body a Uint8Array
-//	requests([[method, url, headers, body], ...]) -> [Promise]
+//	requests([[method, url, headers, body], ...], reply)
 //	                      several at once: they run concurrently in Go
 //	                      before control returns to the browser, so their
-//	                      writes share commits (see requests)
+//	                      writes share commits (see requests); each answer
+//	                      is reply(i, {status, headers, body}) the moment
+//	                      it is ready
 //	status()     -> json  as /_hearth/v1/status (see Status)
 //
 // Outside a worker (under Node, as `make test-wasm` runs it) it runs the
@@ -89,28 +91,42 @@ func (b *browserNode) request(args []js.Value) js.Value {
 	return promiseValue(func() (js.Value, error) { return b.serve(req), nil })
 }
 
-// requests starts serving a batch of requests and returns their Promises.
+// requests starts serving a batch of requests; each answer goes to
+// reply(i, answer) (or reply(i, null, message) if the request was not
+// understood). It returns an error message if it was called wrongly.
+//
 // Go under js/wasm runs every runnable goroutine before it returns to the
 // browser, so a request handed over alone is served to its end (commit
 // included) before the browser even delivers the next one, and no two
 // sends ever share a commit. Handed over together, their goroutines are
 // all runnable at once: the room workers and the storage writer see them
 // together and batch them.
-func (b *browserNode) requests(args []js.Value) js.Value {
-	out := js.Global().Get("Array").New()
-	if len(args) == 0 || args[0].Type() != js.TypeObject {
-		return out
+//
+// For the same reason answers are not Promises: a Promise's callbacks
+// run only once Go has nothing left to run, so an answer would wait for
+// whatever the answer set off (the federation fan-out, other clients'
+// /sync, the commit of a received transaction's record) — tens of ms in
+// a busy node. reply is called as soon as the answer is ready, and posts
+// it at once.
+func (b *browserNode) requests(args []js.Value) any {
+	if len(args) < 2 || args[0].Type() != js.TypeObject || args[1].Type() != js.TypeFunction {
+		return "requests(list, reply): a list of requests and a function"
 	}
-	list := args[0]
+	list, reply := args[0], args[1]
 	for i := range list.Length() {
 		item := list.Index(i)
 		parts := make([]js.Value, item.Length())
 		for j := range parts {
 			parts[j] = item.Index(j)
 		}
-		out.Call("push", b.request(parts))
+		req, err := requestFromJS(parts)
+		if err != nil {
+			reply.Invoke(i, js.Null(), err.Error())
+			continue
+		}
+		go func() { reply.Invoke(i, b.serve(req)) }()
 	}
-	return out
+	return nil
 }
 
 func argString(args []js.Value, i int) string {

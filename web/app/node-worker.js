@@ -370,20 +370,20 @@ function flush () {
   flushing = false
   const batch = queue.splice(0)
   const calls = batch.map(({ m }) => [m.method, m.url, headerLines(m.headers), m.body ? new Uint8Array(m.body) : null])
-  let promises
-  try {
-    promises = self.hearthNode.requests(calls)
-  } catch (e) {
-    promises = batch.map(() => Promise.reject(e))
+  // Go calls reply the moment an answer is ready, from inside its run
+  // (see `requests` in wasm/main.go): post it there and then.
+  const reply = (i, r, err) => {
+    const { to, m } = batch[i]
+    if (!r) return to.postMessage({ id: m.id, error: String(err) })
+    const buf = r.body.buffer
+    to.postMessage({ id: m.id, status: r.status, headers: headerPairs(r.headers), body: buf }, [buf])
   }
-  batch.forEach(({ to, m }, i) => {
-    promises[i].then((r) => {
-      const buf = r.body.buffer
-      to.postMessage({ id: m.id, status: r.status, headers: headerPairs(r.headers), body: buf }, [buf])
-    }, (e) => {
-      to.postMessage({ id: m.id, error: String((e && e.message) || e) })
-    })
-  })
+  try {
+    const wrong = self.hearthNode.requests(calls, reply)
+    if (wrong) throw new Error(wrong)
+  } catch (e) {
+    batch.forEach((_, i) => reply(i, null, (e && e.message) || e))
+  }
 }
 
 // Headers cross into Go as one string of "name: value" lines: each value
