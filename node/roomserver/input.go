@@ -118,13 +118,18 @@ func (rs *Roomserver) Verify(ctx context.Context, evs []InputEvent) []Verified {
 }
 
 // Input processes events from other servers. Each event's signatures and
-// hashes are checked (on every core: it is most of the cost), new events
-// are written to the durable input log, and each room's worker checks
-// auth (against the event's auth events, the state before it, and the
-// current state) and stores them. Input returns once every event is
-// stored or refused; after a crash the log delivers what was not done.
-// History (backfilled) and outliers are not logged: whoever asked for
-// them asks again.
+// hashes are checked (on every core: it is most of the cost), and each
+// room's worker checks auth (against the event's auth events, the state
+// before it, and the current state) and stores them. Input returns once
+// every event is stored or refused.
+//
+// New events for a room whose worker is busy wait for it in the durable
+// input log, which a restart delivers. A room whose worker is free takes
+// them at once, and its commit stores them: logging them first would
+// cost a commit (a millisecond in the browser, on every received
+// message) and buy nothing, since Input has not answered and the sender
+// sends again. History (backfilled) and outliers are never logged:
+// whoever asked for them asks again.
 func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult {
 	return rs.InputVerified(ctx, rs.Verify(ctx, evs))
 }
@@ -134,7 +139,7 @@ func (rs *Roomserver) Input(ctx context.Context, evs []InputEvent) []InputResult
 // the state before them, and then stores them.
 func (rs *Roomserver) InputVerified(ctx context.Context, evs []Verified) []InputResult {
 	results := make([]InputResult, len(evs))
-	var accepted, logged []*remoteEvent
+	var accepted []*remoteEvent
 	for i := range evs {
 		in := &evs[i]
 		switch {
@@ -148,20 +153,10 @@ func (rs *Roomserver) InputVerified(ctx context.Context, evs []Verified) []Input
 		results[i].EventID = in.pdu.EventID()
 		re := &remoteEvent{pdu: in.pdu, outlier: in.Outlier, backfilled: in.Backfilled, stateBefore: in.StateBefore, res: &results[i]}
 		accepted = append(accepted, re)
-		if !in.Outlier && !in.Backfilled {
-			logged = append(logged, re)
-		}
 	}
-	if len(accepted) == 0 {
-		return results
+	if len(accepted) > 0 {
+		rs.dispatch(ctx, accepted)
 	}
-	if err := rs.appendInputLog(ctx, logged); err != nil {
-		for _, re := range accepted {
-			re.res.Err = err
-		}
-		return results
-	}
-	rs.dispatch(ctx, accepted)
 	return results
 }
 
@@ -213,7 +208,8 @@ func parallel(width, n int, f func(i int)) {
 	wg.Wait()
 }
 
-// dispatch hands logged events to their rooms' workers and waits for them.
+// dispatch hands events to their rooms' workers and waits for them,
+// logging first those that must wait for a busy worker.
 func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
 	byRoom := map[string][]*remoteEvent{}
 	var order []string
@@ -224,20 +220,46 @@ func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
 		}
 		byRoom[id] = append(byRoom[id], re)
 	}
-	var reqs []*request
-	for _, roomID := range order {
+	workers := make([]*room, len(order))
+	var logged []*remoteEvent
+	for i, roomID := range order {
 		batch := byRoom[roomID]
 		r, err := rs.remoteWorker(ctx, roomID, batch[0].pdu.Version())
-		if err == nil {
-			req := &request{ctx: context.WithoutCancel(ctx), remote: batch, done: make(chan result, 1)}
-			if err = r.enqueue(ctx, req); err == nil {
-				reqs = append(reqs, req)
-				continue
+		if err != nil {
+			for _, re := range batch {
+				re.res.Err = err
+			}
+			continue
+		}
+		workers[i] = r
+		if !r.idle.Load() {
+			for _, re := range batch {
+				if re.seq == 0 && !re.outlier && !re.backfilled {
+					logged = append(logged, re)
+				}
 			}
 		}
-		for _, re := range batch {
+	}
+	if err := rs.appendInputLog(ctx, logged); err != nil {
+		for _, re := range evs {
 			re.res.Err = err
 		}
+		return
+	}
+	var reqs []*request
+	for i, roomID := range order {
+		if workers[i] == nil {
+			continue
+		}
+		batch := byRoom[roomID]
+		req := &request{ctx: context.WithoutCancel(ctx), remote: batch, done: make(chan result, 1)}
+		if err := workers[i].enqueue(ctx, req); err != nil {
+			for _, re := range batch {
+				re.res.Err = err
+			}
+			continue
+		}
+		reqs = append(reqs, req)
 	}
 	for _, req := range reqs {
 		if res := <-req.done; res.err != nil {

@@ -293,6 +293,55 @@ func TestInputLogRedeliveredAfterCrash(t *testing.T) {
 	}
 }
 
+// TestEventsWaitingForABusyRoomAreLogged: an event for a room whose
+// worker is busy waits in the durable input log (a crash then loses
+// nothing); once stored it leaves the log. An event for a free room is
+// stored at once.
+func TestEventsWaitingForABusyRoomAreLogged(t *testing.T) {
+	ctx := context.Background()
+	a, b, room := publicRoom(t, testnet.New())
+	bob := "@bob:b.test"
+
+	b.send(room, msg(bob, "to a free room"))
+	relay(t, b, a)
+	if left, _ := a.db.InputLog(ctx); len(left) != 0 {
+		t.Fatalf("%d events left in the input log", len(left))
+	}
+
+	release, err := a.rs.Hold(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.send(room, msg(bob, "to a busy room"))
+	done := make(chan struct{})
+	go func() { relay(t, b, a); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		logged, err := a.db.InputLog(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logged) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("the event for the busy room is not in the input log (%d entries)", len(logged))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	release()
+	<-done
+	if left, _ := a.db.InputLog(ctx); len(left) != 0 {
+		t.Fatalf("%d events left in the input log once stored", len(left))
+	}
+	ids, _ := a.extremities(t, room)
+	bids, _ := b.extremities(t, room)
+	if len(ids) != 1 || ids[0] != bids[0] {
+		t.Fatalf("A's extremities %v, B's %v", ids, bids)
+	}
+}
+
 // TestAuthVerdictsFollowTheAuthEvents: a message allowed once is allowed
 // again by the same auth events, but the same sender's message citing a
 // power levels event that forbids it is refused.

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -52,6 +53,9 @@ type result struct {
 type room struct {
 	rs    *Roomserver
 	queue chan *request
+	// idle: the worker waits for a request with nothing in flight (read
+	// by Input, which logs events only for rooms that are not)
+	idle atomic.Bool
 
 	loaded bool
 	row    storage.Room
@@ -120,7 +124,9 @@ func (r *room) run() {
 		var req *request
 		var ok bool
 		if fl == nil {
+			r.idle.Store(true)
 			req, ok = <-r.queue
+			r.idle.Store(false)
 		} else {
 			select {
 			case req, ok = <-r.queue:
