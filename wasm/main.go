@@ -16,12 +16,11 @@
 //	                      "bootstrap": [multiaddr], "relays": [multiaddr]}
 //	ready()      -> json  the status once the node serves the whole client
 //	                      API (storage is open); rejects if it failed
-//	request(method, url, headers, body) -> {status, headers, body}
-//	                      one HTTP request through the node's client API;
+//	requests([[method, url, headers, body], ...], reply)
+//	                      HTTP requests through the node's client API;
 //	                      headers are "name: value" lines (a request's
 //	                      may also be [[name, value]]), body a Uint8Array
-//	requests([[method, url, headers, body], ...], reply)
-//	                      several at once: they run concurrently in Go
+//	                      or null. They run concurrently in Go
 //	                      before control returns to the browser, so their
 //	                      writes share commits (see requests); each answer
 //	                      is reply(i, {status, headers, body}) the moment
@@ -68,9 +67,6 @@ func main() {
 	api.Set("status", js.FuncOf(func(_ js.Value, _ []js.Value) any {
 		return promise(b.status)
 	}))
-	api.Set("request", js.FuncOf(func(_ js.Value, args []js.Value) any {
-		return b.request(args)
-	}))
 	api.Set("requests", js.FuncOf(func(_ js.Value, args []js.Value) any {
 		return b.requests(args)
 	}))
@@ -80,15 +76,6 @@ func main() {
 		f.Invoke()
 	}
 	select {} // serve calls until the worker is terminated
-}
-
-// request starts serving one request and returns its Promise.
-func (b *browserNode) request(args []js.Value) js.Value {
-	req, err := requestFromJS(args)
-	if err != nil {
-		return rejected(err)
-	}
-	return promiseValue(func() (js.Value, error) { return b.serve(req), nil })
 }
 
 // requests starts serving a batch of requests; each answer goes to
