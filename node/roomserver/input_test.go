@@ -313,8 +313,12 @@ func TestEventsWaitingForABusyRoomAreLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.send(room, msg(bob, "to a busy room"))
-	done := make(chan struct{})
-	go func() { relay(t, b, a); close(done) }()
+	var in []roomserver.InputEvent
+	for _, o := range b.takeOutputs() {
+		in = append(in, roomserver.InputEvent{Origin: b.name, RoomVersion: o.Event.Version(), JSON: o.Event.JSON()})
+	}
+	done := make(chan []roomserver.InputResult)
+	go func() { done <- a.rs.Input(ctx, in) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		logged, err := a.db.InputLog(ctx)
@@ -331,7 +335,11 @@ func TestEventsWaitingForABusyRoomAreLogged(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	release()
-	<-done
+	for _, r := range <-done {
+		if r.Err != nil || r.SoftFailed {
+			t.Fatalf("input %s: %+v", r.EventID, r)
+		}
+	}
 	if left, _ := a.db.InputLog(ctx); len(left) != 0 {
 		t.Fatalf("%d events left in the input log once stored", len(left))
 	}

@@ -89,6 +89,7 @@ func (rs *Roomserver) worker(ctx context.Context, roomID string) (*room, error) 
 
 func (rs *Roomserver) startRoom(row *storage.Room) *room {
 	r := &room{rs: rs, row: *row, queue: make(chan *request, 64), pending: pendingNIDs{}}
+	r.idle.Store(true) // nothing in flight yet
 	rs.rooms[row.ID] = r
 	rs.wg.Add(1)
 	go r.run()
