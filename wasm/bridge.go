@@ -35,8 +35,8 @@ func promise(f func() (any, error)) js.Value {
 // The Promise comes from Promise.withResolvers, not from a constructor
 // with an executor written in Go: a call from JS into Go (the executor)
 // runs every runnable goroutine to a standstill before it returns, so f's
-// goroutine would run to its end inside the constructor, and requests
-// handed over together (see requests) would run one after the other
+// goroutine would run to its end inside the constructor, and calls made
+// together (a check worker's batches) would run one after the other
 // instead of side by side.
 func promiseValue(f func() (js.Value, error)) js.Value {
 	settle := func(resolve, reject js.Value) {

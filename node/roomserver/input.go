@@ -211,29 +211,29 @@ func parallel(width, n int, f func(i int)) {
 // dispatch hands events to their rooms' workers and waits for them,
 // logging first those that must wait for a busy worker.
 func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
-	byRoom := map[string][]*remoteEvent{}
-	var order []string
+	// One batch per room, in the order the rooms first appear.
+	var batches []roomBatch
+	index := map[string]int{}
 	for _, re := range evs {
 		id := re.pdu.RoomID().String()
-		if byRoom[id] == nil {
-			order = append(order, id)
+		i, ok := index[id]
+		if !ok {
+			i = len(batches)
+			index[id] = i
+			batches = append(batches, roomBatch{roomID: id})
 		}
-		byRoom[id] = append(byRoom[id], re)
+		batches[i].evs = append(batches[i].evs, re)
 	}
-	workers := make([]*room, len(order))
 	var logged []*remoteEvent
-	for i, roomID := range order {
-		batch := byRoom[roomID]
-		r, err := rs.remoteWorker(ctx, roomID, batch[0].pdu.Version())
-		if err != nil {
-			for _, re := range batch {
-				re.res.Err = err
-			}
+	for i := range batches {
+		b := &batches[i]
+		var err error
+		if b.r, err = rs.remoteWorker(ctx, b.roomID, b.evs[0].pdu.Version()); err != nil {
+			b.fail(err)
 			continue
 		}
-		workers[i] = r
-		if !r.idle.Load() {
-			for _, re := range batch {
+		if !b.r.idle.Load() {
+			for _, re := range b.evs {
 				if re.seq == 0 && !re.outlier && !re.backfilled {
 					logged = append(logged, re)
 				}
@@ -247,16 +247,13 @@ func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
 		return
 	}
 	var reqs []*request
-	for i, roomID := range order {
-		if workers[i] == nil {
+	for _, b := range batches {
+		if b.r == nil {
 			continue
 		}
-		batch := byRoom[roomID]
-		req := &request{ctx: context.WithoutCancel(ctx), remote: batch, done: make(chan result, 1)}
-		if err := workers[i].enqueue(ctx, req); err != nil {
-			for _, re := range batch {
-				re.res.Err = err
-			}
+		req := &request{ctx: context.WithoutCancel(ctx), remote: b.evs, done: make(chan result, 1)}
+		if err := b.r.enqueue(ctx, req); err != nil {
+			b.fail(err)
 			continue
 		}
 		reqs = append(reqs, req)
@@ -269,6 +266,19 @@ func (rs *Roomserver) dispatch(ctx context.Context, evs []*remoteEvent) {
 				}
 			}
 		}
+	}
+}
+
+// roomBatch is one room's share of an input, and its worker.
+type roomBatch struct {
+	roomID string
+	evs    []*remoteEvent
+	r      *room
+}
+
+func (b *roomBatch) fail(err error) {
+	for _, re := range b.evs {
+		re.res.Err = err
 	}
 }
 

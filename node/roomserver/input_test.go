@@ -27,13 +27,25 @@ func (h *harness) takeOutputs() []roomserver.Output {
 // federation would, and fails the test on any refusal.
 func relay(t *testing.T, from, to *harness) {
 	t.Helper()
+	mustAccept(t, to.rs.Input(context.Background(), from.outputsAsInput()))
+}
+
+// outputsAsInput is what h's stream emitted so far, as another server's
+// input.
+func (h *harness) outputsAsInput() []roomserver.InputEvent {
 	var in []roomserver.InputEvent
-	for _, o := range from.takeOutputs() {
-		in = append(in, roomserver.InputEvent{Origin: from.name, RoomVersion: o.Event.Version(), JSON: o.Event.JSON()})
+	for _, o := range h.takeOutputs() {
+		in = append(in, roomserver.InputEvent{Origin: h.name, RoomVersion: o.Event.Version(), JSON: o.Event.JSON()})
 	}
-	for _, r := range to.rs.Input(context.Background(), in) {
+	return in
+}
+
+// mustAccept fails the test on any refused or soft-failed event.
+func mustAccept(t *testing.T, results []roomserver.InputResult) {
+	t.Helper()
+	for _, r := range results {
 		if r.Err != nil || r.SoftFailed {
-			t.Fatalf("relay %s: %+v", r.EventID, r)
+			t.Fatalf("input %s: %+v", r.EventID, r)
 		}
 	}
 }
@@ -313,10 +325,7 @@ func TestEventsWaitingForABusyRoomAreLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.send(room, msg(bob, "to a busy room"))
-	var in []roomserver.InputEvent
-	for _, o := range b.takeOutputs() {
-		in = append(in, roomserver.InputEvent{Origin: b.name, RoomVersion: o.Event.Version(), JSON: o.Event.JSON()})
-	}
+	in := b.outputsAsInput()
 	done := make(chan []roomserver.InputResult)
 	go func() { done <- a.rs.Input(ctx, in) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -335,11 +344,7 @@ func TestEventsWaitingForABusyRoomAreLogged(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	release()
-	for _, r := range <-done {
-		if r.Err != nil || r.SoftFailed {
-			t.Fatalf("input %s: %+v", r.EventID, r)
-		}
-	}
+	mustAccept(t, <-done)
 	if left, _ := a.db.InputLog(ctx); len(left) != 0 {
 		t.Fatalf("%d events left in the input log once stored", len(left))
 	}
