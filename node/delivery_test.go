@@ -11,8 +11,11 @@ import (
 // BenchmarkDelivery: one message at a time from a user on one node to a
 // user on another, timed from the send request to the message in the
 // other user's /sync long poll: the whole path a chat message takes
-// (build, commit, federation, verify, commit, sync). Under js/wasm (see
-// testnode) it profiles the browser node's share of that path.
+// (build, commit, federation, verify, commit, sync). The sender's own
+// client long-polls too, as every chat client does: its answer competes
+// with the fan-out for the node (in the browser, for its one thread).
+// Under js/wasm (see testnode) it profiles the browser node's share of
+// that path.
 func BenchmarkDelivery(b *testing.B) {
 	net := newNetwork(b)
 	a, bn := net.add(), net.add()
@@ -20,6 +23,25 @@ func BenchmarkDelivery(b *testing.B) {
 	room := alice.createRoom(map[string]any{"preset": "public_chat"})
 	bob.join(room, a.Name)
 	since := bob.sync("", 0).NextBatch
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		var res syncResponse
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			q := url.Values{"timeout": {"1000"}, "since": {res.NextBatch}}
+			if err := alice.Try("GET", "/sync?"+q.Encode(), nil, &res); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-polled }()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {

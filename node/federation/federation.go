@@ -102,6 +102,12 @@ type Federation struct {
 	outs     []announced // outputs announced since the fan-out last looked
 	outsLost bool        // too many to keep: the fan-out reads the stream
 
+	directMu sync.Mutex
+	direct   map[int64]int // first stream row of direct sends in flight → how many
+
+	requeueMu    sync.Mutex
+	requeueFloor int64 // see storage.RequeuePDUs
+
 	originMu   sync.Mutex
 	originBusy map[string]chan struct{} // origin → closed when its transaction is done
 }
@@ -145,13 +151,15 @@ func New(cfg Config, db *storage.DB, rs *roomserver.Roomserver) (*Federation, er
 	f := &Federation{
 		cfg: cfg, db: db, rs: rs, log: cfg.Logger.With("component", "federation"),
 		ctx: ctx, cancel: cancel,
-		fanWake:    make(chan struct{}, 1),
-		dests:      map[string]*destination{},
-		joined:     map[int64][]string{},
-		acls:       map[string]*serverACL{},
-		roomNIDs:   map[string]int64{},
-		originBusy: map[string]chan struct{}{},
-		nonce:      fmt.Sprintf("%x", time.Now().UnixNano()),
+		fanWake:      make(chan struct{}, 1),
+		dests:        map[string]*destination{},
+		joined:       map[int64][]string{},
+		acls:         map[string]*serverACL{},
+		roomNIDs:     map[string]int64{},
+		originBusy:   map[string]chan struct{}{},
+		direct:       map[int64]int{},
+		requeueFloor: 1,
+		nonce:        fmt.Sprintf("%x", time.Now().UnixNano()),
 	}
 	f.client = fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: cfg.ServerName, KeyID: cfg.KeyID, PrivateKey: cfg.PrivateKey}},

@@ -3,9 +3,14 @@ package federation_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -161,6 +166,58 @@ func TestOfflineServerCatchesUpFromPersistentQueue(t *testing.T) {
 	// And the queue drains: B's messages reach A again right away.
 	back := b.send(room, msg(bob, "I'm back"))
 	a.mustWait(back...)
+}
+
+// TestCrashDuringAFirstSendLosesNothing: an event goes to an idle
+// server at once, straight from the stream, without being queued. If this
+// server dies while that send hangs, a copy of its files taken then (what
+// a crash leaves) still delivers the event once restarted.
+func TestCrashDuringAFirstSendLosesNothing(t *testing.T) {
+	n := newNet()
+	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
+	alice, bob := a.user("alice"), b.user("bob")
+	room := a.publicRoom(alice, "shared")
+	b.join(room, bob, "a.test")
+
+	// B's address now answers nothing: A's send to it hangs.
+	b.stop()
+	arrived := make(chan []byte, 8)
+	release := make(chan struct{})
+	hang := n.Serve("b.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		arrived <- body
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	ids := a.send(room, msg(alice, "sent into the void"))
+	select {
+	case body := <-arrived:
+		if !strings.Contains(string(body), "sent into the void") {
+			t.Fatalf("A's first send carried %s, not the message", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A never sent the message")
+	}
+	// Past the fan-out's lazy save of its cursor, then "crash": copy A's
+	// files as they are now, and run A on the copy.
+	time.Sleep(1500 * time.Millisecond)
+	crashed := filepath.Join(t.TempDir(), "hearth.db")
+	for _, suffix := range []string{"-wal", ""} {
+		if data, err := os.ReadFile(a.path + suffix); err == nil {
+			if err := os.WriteFile(crashed+suffix, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(release)
+	hang.Close()
+	a.stop()
+	a.path = crashed
+	a.start()
+	b.start()
+	b.mustWait(ids...)
 }
 
 func TestGapsAreFilledFromTheSender(t *testing.T) {

@@ -28,11 +28,16 @@ const txnMemory = 24 * time.Hour
 
 // The fan-out follows the roomserver's output stream with a persistent
 // cursor: each event this server must send (its own users' events, and
-// the joins and leaves it handled as the resident server) is queued for
-// every other server with members joined to the room, plus the server of
-// a membership event's target (an invite, a kick). Queueing and moving
-// the cursor share one commit, so a crash neither loses nor repeats a
-// queued event.
+// the joins and leaves it handled as the resident server) goes to every
+// other server with members joined to the room, plus the server of a
+// membership event's target (an invite, a kick). To a destination with
+// nothing queued and no sender running, the events go at once, in a
+// transaction built from the rows just read (see sendDirect): the stream
+// itself keeps them until sent, as the cursor is never saved past a row
+// whose direct send is in flight, and they are queued only if it fails.
+// Otherwise they are queued, and queueing and moving the cursor share one
+// commit. A crash never loses an event; it may repeat one whose direct
+// send was in flight, which the destination drops as already seen.
 func (f *Federation) fanout(cursor int64) {
 	defer f.wg.Done()
 	prune := time.NewTicker(time.Hour)
@@ -48,30 +53,27 @@ func (f *Federation) fanout(cursor int64) {
 	<-save.C
 	saving := false
 	flush := func(ctx context.Context) {
-		if cursor == saved {
+		at := f.safeCursor(cursor)
+		if at == saved {
 			return
 		}
-		if err := f.db.EnqueuePDUs(ctx, cursor, nil, nil); err != nil {
+		if err := f.db.EnqueuePDUs(ctx, at, nil, nil); err != nil {
 			f.log.Warn("saving the fan-out cursor", "err", err)
 			return
 		}
-		saved = cursor
+		saved = at
 	}
 	defer func() { flush(context.Background()) }()
 	read := true // the stream may hold rows nobody announced (a restart)
 	for {
 		if read {
 			var err error
-			var queued bool
-			if cursor, queued, err = f.fanoutOnce(cursor); err != nil {
+			if cursor, saved, err = f.fanoutOnce(cursor, saved); err != nil {
 				if f.ctx.Err() != nil {
 					return
 				}
 				f.log.Error("queueing events", "err", err)
 				retry.Reset(time.Second)
-			}
-			if queued {
-				saved = cursor
 			}
 		}
 		if cursor != saved && !saving {
@@ -165,11 +167,10 @@ func (f *Federation) alone(roomID string) bool {
 // again: at worst a server that joined since gets a few older events.
 const cursorSaveDelay = time.Second
 
-// fanoutOnce queues everything after cursor and returns the new cursor,
-// and whether it was saved (with something queued).
-func (f *Federation) fanoutOnce(cursor int64) (int64, bool, error) {
+// fanoutOnce sends or queues everything after cursor and returns the new
+// cursor and the saved one.
+func (f *Federation) fanoutOnce(cursor, saved int64) (int64, int64, error) {
 	const batch = 256
-	saved := false
 	for {
 		rows, err := f.db.FedStreamAfter(f.ctx, cursor, batch)
 		if err != nil || len(rows) == 0 {
@@ -179,14 +180,17 @@ func (f *Federation) fanoutOnce(cursor int64) (int64, bool, error) {
 		if err != nil {
 			return cursor, saved, err
 		}
+		if len(forwarded) == 0 {
+			// (Forward markers are dropped only by queueing.)
+			items = f.sendDirect(rows, items)
+		}
 		last := rows[len(rows)-1].Pos
 		if len(items) > 0 || len(forwarded) > 0 {
-			if err := f.db.EnqueuePDUs(f.ctx, last, items, forwarded); err != nil {
+			at := f.safeCursor(last)
+			if err := f.db.EnqueuePDUs(f.ctx, at, items, forwarded); err != nil {
 				return cursor, saved, err
 			}
-			saved = true
-		} else {
-			saved = false
+			saved = at
 		}
 		cursor = last
 		counts := map[string]int{}
@@ -419,7 +423,7 @@ func (f *Federation) kick(d *destination) {
 	if !d.active {
 		d.active = true
 		f.wg.Add(1)
-		go f.sender(d)
+		go f.sender(d, nil)
 		return
 	}
 	select {
@@ -461,36 +465,153 @@ func (f *Federation) trim(d *destination) {
 	}
 }
 
-// sender sends d's queue, one transaction at a time, oldest first. On
-// failure it backs off exponentially (MinBackoff up to MaxBackoff) and
-// keeps everything queued; after a success it goes on at once.
-func (f *Federation) sender(d *destination) {
+// directSend is a fan-out's first attempt at sending events to an idle
+// destination, from the stream rows it read: no queue commit, no queue
+// read, before the first byte leaves.
+type directSend struct {
+	from  int64 // the first stream row it carries: the cursor's bound
+	id    gomatrixserverlib.TransactionID
+	pdus  []json.RawMessage
+	items []storage.FedQueued // what to queue if it fails
+}
+
+// sendDirect starts a direct send to each destination that is idle (no
+// sender running, so nothing queued) and whose events are all among rows
+// and fit one transaction, and returns the items left to queue, in order.
+func (f *Federation) sendDirect(rows []storage.FedStreamRow, items []storage.FedQueued) []storage.FedQueued {
+	if len(items) == 0 {
+		return items
+	}
+	byNID := make(map[int64]*storage.FedStreamRow, len(rows))
+	for i := range rows {
+		byNID[rows[i].EventNID] = &rows[i]
+	}
+	byDest := map[string][]storage.FedQueued{}
+	var dests []string
+	for _, it := range items {
+		if _, ok := byDest[it.Dest]; !ok {
+			dests = append(dests, it.Dest)
+		}
+		byDest[it.Dest] = append(byDest[it.Dest], it)
+	}
+	var rest []storage.FedQueued
+	for _, dest := range dests {
+		its := byDest[dest]
+		s := directOf(its, byNID)
+		d := f.destination(dest)
+		if s == nil || !f.claim(d, s.from) {
+			rest = append(rest, its...)
+			continue
+		}
+		s.id = gomatrixserverlib.TransactionID(fmt.Sprintf("%s-r%d-%d", f.nonce, s.from, its[len(its)-1].EventNID))
+		go f.sender(d, s)
+	}
+	return rest
+}
+
+// directOf is the direct send of one destination's items: nil unless
+// all are among the rows read and they fit one transaction.
+func directOf(items []storage.FedQueued, byNID map[int64]*storage.FedStreamRow) *directSend {
+	if len(items) > maxTxnPDUs {
+		return nil
+	}
+	s := &directSend{items: items}
+	for _, it := range items {
+		row := byNID[it.EventNID]
+		if row == nil { // a catch-up item, from before these rows
+			return nil
+		}
+		if s.from == 0 || row.Pos < s.from {
+			s.from = row.Pos
+		}
+		s.pdus = append(s.pdus, row.JSON)
+	}
+	return s
+}
+
+// claim makes this fan-out d's sender if d has none, holding the cursor
+// below the stream row from until its direct send lands or is queued.
+func (f *Federation) claim(d *destination, from int64) bool {
+	f.destMu.Lock()
+	defer f.destMu.Unlock()
+	if !f.started || f.closed {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.active {
+		return false
+	}
+	d.active = true
+	f.wg.Add(1)
+	f.directMu.Lock()
+	f.direct[from]++
+	f.directMu.Unlock()
+	return true
+}
+
+// release lets the cursor pass a direct send's rows again.
+func (f *Federation) release(from int64) {
+	f.directMu.Lock()
+	defer f.directMu.Unlock()
+	if f.direct[from]--; f.direct[from] <= 0 {
+		delete(f.direct, from)
+	}
+}
+
+// safeCursor is the furthest the saved cursor may go towards pos: short
+// of every row whose direct send has not landed (or been queued).
+func (f *Federation) safeCursor(pos int64) int64 {
+	f.directMu.Lock()
+	defer f.directMu.Unlock()
+	for from := range f.direct {
+		pos = min(pos, from-1)
+	}
+	return pos
+}
+
+// sender sends d's queue, one transaction at a time, oldest first, after
+// first, a direct send (or nil). On failure it backs off exponentially
+// (MinBackoff up to MaxBackoff) and keeps everything queued; after a
+// success it goes on at once.
+func (f *Federation) sender(d *destination, first *directSend) {
 	defer f.wg.Done()
 	var backoff time.Duration
 	for {
 		if f.ctx.Err() != nil {
 			return
 		}
-		// Drop a pending wake-up: this peek sees everything queued so far.
-		select {
-		case <-d.wake:
-		default:
-		}
-		pdus, edus, err := f.db.PeekQueue(f.ctx, d.name, maxTxnPDUs, maxTxnEDUs)
-		if err == nil && len(pdus) == 0 && len(edus) == 0 {
-			if d.idle() {
-				return
+		var err error
+		if first != nil {
+			err = f.sendFirst(d, first)
+			first = nil
+			if err == nil && d.idle() {
+				return // nothing was queued meanwhile
 			}
-			continue
-		}
-		if err == nil {
-			err = f.sendTxn(d, pdus, edus)
+		} else {
+			// Drop a pending wake-up: this peek sees everything queued so far.
+			select {
+			case <-d.wake:
+			default:
+			}
+			var pdus []storage.FedPDU
+			var edus []storage.FedEDU
+			pdus, edus, err = f.db.PeekQueue(f.ctx, d.name, maxTxnPDUs, maxTxnEDUs)
+			if err == nil && len(pdus) == 0 && len(edus) == 0 {
+				if d.idle() {
+					return
+				}
+				continue
+			}
+			if err == nil {
+				err = f.sendTxn(d, pdus, edus)
+			}
+			if err == nil && len(pdus) < maxTxnPDUs && len(edus) < maxTxnEDUs && d.idle() {
+				return // that was all: nothing was queued since the peek
+			}
 		}
 		if err == nil {
 			backoff = 0
-			if len(pdus) < maxTxnPDUs && len(edus) < maxTxnEDUs && d.idle() {
-				return // that was all: nothing was queued since the peek
-			}
 			continue
 		}
 		if f.ctx.Err() != nil {
@@ -515,6 +636,30 @@ func (f *Federation) sender(d *destination) {
 	}
 }
 
+// sendFirst makes a direct send; if it fails, its events are queued for
+// the retries (unless the queue cannot take them either: then the cursor
+// stays held below them, and after a restart they are read again).
+func (f *Federation) sendFirst(d *destination, s *directSend) error {
+	err := f.transmit(d, s.id, s.pdus, nil)
+	if err != nil {
+		f.requeueMu.Lock()
+		floor, qerr := f.db.RequeuePDUs(f.ctx, s.items, f.requeueFloor)
+		if qerr == nil {
+			f.requeueFloor = floor
+		}
+		f.requeueMu.Unlock()
+		if qerr != nil {
+			f.log.Warn("queueing events whose sending failed", "dest", d.name, "err", qerr)
+			return err
+		}
+		if d.addQueued(len(s.items)) > f.cfg.MaxQueuedPDUs {
+			f.trim(d)
+		}
+	}
+	f.release(s.from)
+	return err
+}
+
 // idle ends the sender unless work was queued since its last peek (kick
 // leaves a wake-up while the sender is active).
 func (d *destination) idle() bool {
@@ -529,59 +674,74 @@ func (d *destination) idle() bool {
 	}
 }
 
-// sendTxn sends one transaction and dequeues what it carried.
+// sendTxn sends one transaction of d's queue and dequeues what it carried.
 func (f *Federation) sendTxn(d *destination, pdus []storage.FedPDU, edus []storage.FedEDU) error {
 	var lastPDU, lastEDU int64
-	txn := gomatrixserverlib.Transaction{
-		Origin: f.cfg.ServerName, Destination: spec.ServerName(d.name),
-		OriginServerTS: spec.AsTimestamp(time.Now()),
-		PDUs:           make([]json.RawMessage, 0, len(pdus)),
-	}
+	jsons := make([]json.RawMessage, 0, len(pdus))
 	for _, p := range pdus {
 		lastPDU = p.Seq
 		if p.JSON != nil {
-			txn.PDUs = append(txn.PDUs, p.JSON)
+			jsons = append(jsons, p.JSON)
 		}
 	}
+	var parsed []gomatrixserverlib.EDU
 	for _, e := range edus {
 		lastEDU = e.Seq
 		var edu gomatrixserverlib.EDU
 		if err := json.Unmarshal(e.JSON, &edu); err != nil {
 			continue
 		}
-		txn.EDUs = append(txn.EDUs, edu)
+		parsed = append(parsed, edu)
 	}
-	if len(txn.PDUs) > 0 || len(txn.EDUs) > 0 {
-		// The same contents get the same ID (within a run): a retry of a
-		// transaction the other side did process is answered from its
-		// record, not processed twice.
-		var firstPDU, firstEDU int64
-		if len(pdus) > 0 {
-			firstPDU = pdus[0].Seq
-		}
-		if len(edus) > 0 {
-			firstEDU = edus[0].Seq
-		}
-		txn.TransactionID = gomatrixserverlib.TransactionID(fmt.Sprintf("%s-%d-%d-%d-%d", f.nonce, firstPDU, lastPDU, firstEDU, lastEDU))
-		ctx, cancel := context.WithTimeout(f.ctx, f.cfg.RequestTimeout)
-		resp, err := f.client.SendTransaction(ctx, txn)
-		cancel()
-		if err != nil && !permanent(err) {
-			return err
-		}
-		if err != nil {
-			f.log.Error("destination refused a transaction; dropping it", "dest", d.name, "txn", txn.TransactionID, "err", err)
-		}
-		for id, r := range resp.PDUs {
-			if r.Error != "" {
-				f.log.Debug("destination refused an event", "dest", d.name, "event", id, "err", r.Error)
-			}
-		}
+	// The same contents get the same ID (within a run): a retry of a
+	// transaction the other side did process is answered from its
+	// record, not processed twice.
+	var firstPDU, firstEDU int64
+	if len(pdus) > 0 {
+		firstPDU = pdus[0].Seq
+	}
+	if len(edus) > 0 {
+		firstEDU = edus[0].Seq
+	}
+	id := gomatrixserverlib.TransactionID(fmt.Sprintf("%s-%d-%d-%d-%d", f.nonce, firstPDU, lastPDU, firstEDU, lastEDU))
+	if err := f.transmit(d, id, jsons, parsed); err != nil {
+		return err
 	}
 	if err := f.db.DequeueSent(f.ctx, d.name, lastPDU, lastEDU); err != nil {
 		return err
 	}
 	d.addQueued(-len(pdus))
+	return nil
+}
+
+// transmit sends a transaction (if it carries anything). It fails only if
+// the send may be retried: one the destination refuses as malformed is
+// logged and dropped.
+func (f *Federation) transmit(d *destination, id gomatrixserverlib.TransactionID, pdus []json.RawMessage, edus []gomatrixserverlib.EDU) error {
+	if len(pdus) == 0 && len(edus) == 0 {
+		return nil
+	}
+	txn := gomatrixserverlib.Transaction{
+		TransactionID: id, Origin: f.cfg.ServerName, Destination: spec.ServerName(d.name),
+		OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: pdus, EDUs: edus,
+	}
+	if txn.PDUs == nil {
+		txn.PDUs = []json.RawMessage{}
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.RequestTimeout)
+	resp, err := f.client.SendTransaction(ctx, txn)
+	cancel()
+	if err != nil && !permanent(err) {
+		return err
+	}
+	if err != nil {
+		f.log.Error("destination refused a transaction; dropping it", "dest", d.name, "txn", id, "err", err)
+	}
+	for eventID, r := range resp.PDUs {
+		if r.Error != "" {
+			f.log.Debug("destination refused an event", "dest", d.name, "event", eventID, "err", r.Error)
+		}
+	}
 	return nil
 }
 

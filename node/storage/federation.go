@@ -135,6 +135,31 @@ func (db *DB) EnqueuePDUs(ctx context.Context, pos int64, items []FedQueued, for
 	})
 }
 
+// RequeuePDUs queues PDUs whose first attempt failed, leaving the cursor,
+// in front of everything queued: anything queued meanwhile is newer. Their
+// seqs go below every seq in the queues and below floor, the lowest
+// handed out so before (a seq names the transaction carrying it, so one
+// is never used twice in a run); it returns the new floor.
+func (db *DB) RequeuePDUs(ctx context.Context, items []FedQueued, floor int64) (int64, error) {
+	err := db.Write(ctx, func(tx *Tx) error {
+		var lowest sql.NullInt64
+		if err := tx.QueryRow(`SELECT MIN(seq) FROM fed_pdus`).Scan(&lowest); err != nil {
+			return fmt.Errorf("storage: requeue: %w", err)
+		}
+		if lowest.Valid {
+			floor = min(floor, lowest.Int64)
+		}
+		floor -= int64(len(items))
+		for i, it := range items {
+			if _, err := tx.Exec(`INSERT INTO fed_pdus (seq, dest, event_nid) VALUES (?, ?, ?)`, floor+int64(i), it.Dest, it.EventNID); err != nil {
+				return fmt.Errorf("storage: requeue pdu: %w", err)
+			}
+		}
+		return nil
+	})
+	return floor, err
+}
+
 // TrimPDUQueue keeps only the newest keep PDUs queued for dest and
 // returns how many it dropped.
 func (db *DB) TrimPDUQueue(ctx context.Context, dest string, keep int) (int64, error) {

@@ -39,3 +39,56 @@ func TestEphemeralEDUsTrimmedDurableKept(t *testing.T) {
 		t.Fatalf("queue holds %v, want %v", got, want)
 	}
 }
+
+// TestRequeuedPDUsGoFirstUnderFreshSeqs: events whose first send failed
+// go in front of what was queued meanwhile, and their seqs (which name
+// transactions) are never handed out twice, even once the queue is empty.
+func TestRequeuedPDUsGoFirstUnderFreshSeqs(t *testing.T) {
+	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := errors.Join(db.MigrateRooms(), db.MigrateFederation()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := db.FedCursor(ctx); err != nil { // the cursor starts
+		t.Fatal(err)
+	}
+	if err := db.EnqueuePDUs(ctx, 7, []FedQueued{{"b", 3}, {"b", 4}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	floor, err := db.RequeuePDUs(ctx, []FedQueued{{"b", 1}, {"b", 2}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := func() []int64 {
+		pdus, _, err := db.PeekQueue(ctx, "b", 50, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, p := range pdus {
+			out = append(out, p.Seq)
+		}
+		return out
+	}
+	got := seqs()
+	if len(got) != 4 || got[0] != floor || got[1] != floor+1 || got[1] >= got[2] {
+		t.Fatalf("queue seqs %v (requeued from %d): the requeued two must come first", got, floor)
+	}
+	if err := db.DequeueSent(ctx, "b", got[3], 0); err != nil {
+		t.Fatal(err)
+	}
+	again, err := db.RequeuePDUs(ctx, []FedQueued{{"b", 5}}, floor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(); len(got) != 1 || got[0] != again || again >= floor {
+		t.Fatalf("requeued into an empty queue under seqs %v (floor %d, was %d): a seq was handed out again", got, again, floor)
+	}
+	if pos, err := db.FedCursor(ctx); err != nil || pos != 7 {
+		t.Fatalf("cursor %d (%v): requeueing moved it", pos, err)
+	}
+}
