@@ -241,9 +241,15 @@ func (f *Federation) OnOutput(outs []roomserver.Output) {
 		f.outs, f.outsLost = f.outs[:0], true
 	} else {
 		for _, o := range outs {
-			a := announced{pos: o.Pos, roomID: o.RoomID, stateless: len(o.Adds) == 0 && len(o.Removes) == 0}
-			a.ours = a.stateless && serverOf(string(o.Event.SenderID())) == ours
-			f.outs = append(f.outs, a)
+			stateless := len(o.Adds) == 0 && len(o.Removes) == 0
+			f.outs = append(f.outs, announced{
+				row: storage.FedStreamRow{
+					Pos: o.Pos, RoomNID: o.RoomNID, RoomID: o.RoomID, EventNID: o.EventNID,
+					EventID: o.Event.EventID(), JSON: o.Event.JSON(), StateChanged: !stateless,
+				},
+				stateless: stateless,
+				ours:      stateless && serverOf(string(o.Event.SenderID())) == ours,
+			})
 		}
 	}
 	f.outMu.Unlock()

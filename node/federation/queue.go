@@ -83,7 +83,20 @@ func (f *Federation) fanout(cursor int64) {
 		read = false
 		select {
 		case <-f.fanWake:
-			cursor, read = f.passOver(cursor)
+			var rows []storage.FedStreamRow
+			var last int64
+			if last, rows, read = f.passOver(cursor); read || len(rows) == 0 {
+				cursor = last
+				break
+			}
+			var err error
+			if cursor, saved, err = f.fanoutRows(rows, last, cursor, saved); err != nil {
+				if f.ctx.Err() != nil {
+					return
+				}
+				f.log.Error("queueing events", "err", err)
+				retry.Reset(time.Second)
+			}
 		case <-retry.C:
 			read = true
 		case <-save.C:
@@ -99,10 +112,10 @@ func (f *Federation) fanout(cursor int64) {
 	}
 }
 
-// announced is what OnOutput tells the fan-out of an output.
+// announced is what OnOutput tells the fan-out of an output: its stream
+// row, so the fan-out need not read it back.
 type announced struct {
-	pos    int64
-	roomID string
+	row storage.FedStreamRow
 	// stateless: the event changes no state, so it goes to the room's
 	// other servers and nobody else, and only if it is ours (read only
 	// then): another server's event its own server sends (this one
@@ -114,30 +127,36 @@ type announced struct {
 // maxAnnounced bounds the announcements kept between two looks.
 const maxAnnounced = 4096
 
-// passOver moves the cursor past the announced outputs that follow it
-// and this server need send nowhere (other servers' messages, and its
-// own in rooms no other server is in), without reading the stream, and
-// tells whether the stream must be read for the rest. Any gap (a row not announced, or not yet) or any
-// other output means reading it: rows are only ever skipped in order.
-func (f *Federation) passOver(cursor int64) (int64, bool) {
+// passOver takes the announced outputs that follow the cursor, without
+// reading the stream: it returns the position they reach and the rows of
+// those to plan, leaving out those this server need send nowhere (other
+// servers' messages, and its own in rooms no other server is in). A gap
+// (a row not announced, or not yet) means reading the stream from the
+// cursor instead: it returns the cursor and true.
+func (f *Federation) passOver(cursor int64) (int64, []storage.FedStreamRow, bool) {
 	f.outMu.Lock()
 	outs, lost := f.outs, f.outsLost
 	f.outs, f.outsLost = nil, false
 	f.outMu.Unlock()
 	if lost {
-		return cursor, true
+		return cursor, nil, true
 	}
-	slices.SortFunc(outs, func(a, b announced) int { return cmp.Compare(a.pos, b.pos) })
+	slices.SortFunc(outs, func(a, b announced) int { return cmp.Compare(a.row.Pos, b.row.Pos) })
+	last := cursor
+	var rows []storage.FedStreamRow
 	for _, o := range outs {
 		switch {
-		case o.pos <= cursor:
-		case o.pos == cursor+1 && o.stateless && (!o.ours || f.alone(o.roomID)):
-			cursor = o.pos
+		case o.row.Pos <= last:
+		case o.row.Pos != last+1:
+			return cursor, nil, true
+		case o.stateless && (!o.ours || f.alone(o.row.RoomID)):
+			last = o.row.Pos
 		default:
-			return cursor, true
+			last = o.row.Pos
+			rows = append(rows, o.row)
 		}
 	}
-	return cursor, false
+	return last, rows, false
 }
 
 // alone tells whether no other server is known to have members joined to
@@ -167,8 +186,8 @@ func (f *Federation) alone(roomID string) bool {
 // again: at worst a server that joined since gets a few older events.
 const cursorSaveDelay = time.Second
 
-// fanoutOnce sends or queues everything after cursor and returns the new
-// cursor and the saved one.
+// fanoutOnce sends or queues everything after cursor, reading the stream,
+// and returns the new cursor and the saved one.
 func (f *Federation) fanoutOnce(cursor, saved int64) (int64, int64, error) {
 	const batch = 256
 	for {
@@ -176,38 +195,45 @@ func (f *Federation) fanoutOnce(cursor, saved int64) (int64, int64, error) {
 		if err != nil || len(rows) == 0 {
 			return cursor, saved, err
 		}
-		items, forwarded, err := f.plan(rows)
-		if err != nil {
+		if cursor, saved, err = f.fanoutRows(rows, rows[len(rows)-1].Pos, cursor, saved); err != nil {
 			return cursor, saved, err
-		}
-		if len(forwarded) == 0 {
-			// (Forward markers are dropped only by queueing.)
-			items = f.sendDirect(rows, items)
-		}
-		last := rows[len(rows)-1].Pos
-		if len(items) > 0 || len(forwarded) > 0 {
-			at := f.safeCursor(last)
-			if err := f.db.EnqueuePDUs(f.ctx, at, items, forwarded); err != nil {
-				return cursor, saved, err
-			}
-			saved = at
-		}
-		cursor = last
-		counts := map[string]int{}
-		for _, it := range items {
-			counts[it.Dest]++
-		}
-		for name, n := range counts {
-			d := f.destination(name)
-			if d.addQueued(n) > f.cfg.MaxQueuedPDUs {
-				f.trim(d)
-			}
-			f.kick(d)
 		}
 		if len(rows) < batch {
 			return cursor, saved, nil // caught up; OnOutput wakes us for more
 		}
 	}
+}
+
+// fanoutRows sends or queues the events of rows, which take the stream
+// from cursor to last, and returns the new cursor and the saved one.
+func (f *Federation) fanoutRows(rows []storage.FedStreamRow, last, cursor, saved int64) (int64, int64, error) {
+	items, forwarded, err := f.plan(rows)
+	if err != nil {
+		return cursor, saved, err
+	}
+	if len(forwarded) == 0 {
+		// (Forward markers are dropped only by queueing.)
+		items = f.sendDirect(rows, items)
+	}
+	if len(items) > 0 || len(forwarded) > 0 {
+		at := f.safeCursor(last)
+		if err := f.db.EnqueuePDUs(f.ctx, at, items, forwarded); err != nil {
+			return cursor, saved, err
+		}
+		saved = at
+	}
+	counts := map[string]int{}
+	for _, it := range items {
+		counts[it.Dest]++
+	}
+	for name, n := range counts {
+		d := f.destination(name)
+		if d.addQueued(n) > f.cfg.MaxQueuedPDUs {
+			f.trim(d)
+		}
+		f.kick(d)
+	}
+	return last, saved, nil
 }
 
 // streamEvent is what the fan-out reads of an event.

@@ -50,6 +50,8 @@ type Output struct {
 	Event   gomatrixserverlib.PDU
 	Adds    []string
 	Removes []string
+	// The room's and the event's numeric IDs, as the stream stores them.
+	RoomNID, EventNID int64
 }
 
 // NewEvent is what a local user asks to send.

@@ -795,7 +795,7 @@ func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid int64, befo
 		exts, extIDs = exts[len(exts)-maxPrevEvents*5:], extIDs[len(extIDs)-maxPrevEvents*5:]
 	}
 
-	out := &Output{RoomID: r.row.ID, Event: ev}
+	out := &Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: nid}
 	adds, removes, added, err := r.setCurrent(tx, after, out)
 	if err != nil {
 		return nil, err

@@ -109,7 +109,7 @@ func (rs *Roomserver) storeOutOfRoom(ctx context.Context, version gomatrixserver
 		if err := storage.SetMembership(tx, *ev.StateKey(), roomNID, membership, nid, pos); err != nil {
 			return err
 		}
-		out = Output{Pos: pos, RoomID: roomID, Event: ev}
+		out = Output{Pos: pos, RoomID: roomID, Event: ev, RoomNID: roomNID, EventNID: nid}
 		stored = true
 		return nil
 	})

@@ -763,7 +763,7 @@ func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
 	if _, err := storage.InsertEvent(tx, row); err != nil {
 		return Output{}, err
 	}
-	out := Output{RoomID: r.row.ID, Event: ev}
+	out := Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: row.NID}
 	var adds, removes []int64
 	var set, del []storage.StateEntry
 	if keyNID != 0 {
