@@ -165,10 +165,13 @@ func (n *Node) onOutput(outs []roomserver.Output) {
 	for i, o := range outs {
 		evs[i] = syncapi.NewRoomEvent(o.Pos, o.RoomID, o.Event)
 	}
-	n.Sync.OnRoomEvents(evs)
+	// Federation first: in the browser, where goroutines share one
+	// thread and the woken run in turn, the fan-out then sends the event
+	// on before this server's own clients' /sync answers are built.
 	if n.Fed != nil {
 		n.Fed.OnOutput(outs)
 	}
+	n.Sync.OnRoomEvents(evs)
 }
 
 // backfill fetches older history from other servers for /messages.
