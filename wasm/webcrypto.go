@@ -12,9 +12,6 @@ import (
 	"syscall/js"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 
 	"hearth/node/roomserver"
 	"hearth/wasm/jscall"
@@ -108,13 +105,14 @@ func (v *webCryptoVerifier) probe() error {
 }
 
 // VerifyJSONs implements gomatrixserverlib.JSONVerifier, checking what
-// gomatrixserverlib.VerifyJSON checks (its errors in lower case). Every
+// gomatrixserverlib.VerifyJSON checks (its errors in lower case) and
+// handing back what it verified (roomserver.RecordSigned). Every
 // request's verification is started before the first is waited for.
-func (v *webCryptoVerifier) VerifyJSONs(_ context.Context, reqs []gomatrixserverlib.VerifyJSONRequest) ([]gomatrixserverlib.VerifyJSONResult, error) {
+func (v *webCryptoVerifier) VerifyJSONs(ctx context.Context, reqs []gomatrixserverlib.VerifyJSONRequest) ([]gomatrixserverlib.VerifyJSONResult, error) {
 	out := make([]gomatrixserverlib.VerifyJSONResult, len(reqs))
 	pending := make([]js.Value, len(reqs)) // promises of verify
 	for i, req := range reqs {
-		pending[i], out[i].Error = v.start(req)
+		pending[i], out[i].Error = v.start(ctx, req)
 	}
 	for i, p := range pending {
 		if out[i].Error != nil {
@@ -133,82 +131,18 @@ func (v *webCryptoVerifier) VerifyJSONs(_ context.Context, reqs []gomatrixserver
 
 // start does in Go what VerifyJSON does before the ed25519 check and
 // hands that check to WebCrypto, returning its promise.
-func (v *webCryptoVerifier) start(req gomatrixserverlib.VerifyJSONRequest) (js.Value, error) {
+func (v *webCryptoVerifier) start(ctx context.Context, req gomatrixserverlib.VerifyJSONRequest) (js.Value, error) {
 	name := string(req.ServerName)
-	sig, canonical, err := signedBytes(name, v.keyID, req.Message)
+	sig, canonical, err := roomserver.SignedBytes(name, v.keyID, req.Message)
 	if err != nil {
 		return js.Value{}, err
 	}
+	roomserver.RecordSigned(ctx, canonical)
 	key, err := v.key(name)
 	if err != nil {
 		return js.Value{}, err
 	}
 	return v.call("verify", v.algo, key, bytesToJS(sig), bytesToJS(canonical))
-}
-
-// signedBytes is VerifyJSON up to the ed25519 check: the signature by
-// signingName's keyID and the canonical JSON it signs. It takes the
-// message apart as gomatrixserverlib.SignJSON puts it together (gjson,
-// sjson, CanonicalJSON), not through encoding/json maps: in wasm that
-// round trip cost more than the signature check itself.
-func signedBytes(signingName string, keyID gomatrixserverlib.KeyID, message []byte) (sig, canonical []byte, err error) {
-	if !gjson.ValidBytes(message) {
-		return nil, nil, errors.New("not valid JSON")
-	}
-	root := gjson.ParseBytes(message)
-	if !root.IsObject() {
-		return nil, nil, errors.New("not a JSON object")
-	}
-	signatures := root.Get("signatures")
-	if !signatures.Exists() || signatures.Type == gjson.Null {
-		return nil, nil, errors.New("no signatures")
-	}
-	if !signatures.IsObject() {
-		return nil, nil, errors.New("signatures is not an object")
-	}
-	// The last of repeated keys counts, as with encoding/json.
-	var found gjson.Result
-	var bad error
-	signatures.ForEach(func(server, byKey gjson.Result) bool {
-		if server.String() != signingName {
-			return true
-		}
-		if !byKey.IsObject() && byKey.Type != gjson.Null {
-			bad = fmt.Errorf("signatures of %q are not an object", signingName)
-			return false
-		}
-		byKey.ForEach(func(id, s gjson.Result) bool {
-			if id.String() == string(keyID) {
-				found = s
-			}
-			return true
-		})
-		return true
-	})
-	if bad != nil {
-		return nil, nil, bad
-	}
-	if !found.Exists() {
-		return nil, nil, fmt.Errorf("no signature from %q with ID %q", signingName, keyID)
-	}
-	var signature spec.Base64Bytes
-	if err := signature.Decode(found.String()); err != nil || found.Type != gjson.String {
-		return nil, nil, fmt.Errorf("bad signature from %q with ID %q", signingName, keyID)
-	}
-	if len(signature) != ed25519.SignatureSize {
-		return nil, nil, fmt.Errorf("bad signature length from %q with ID %q", signingName, keyID)
-	}
-	// neither is covered by the signature
-	unsigned := message
-	for _, field := range []string{"signatures", "unsigned"} {
-		if unsigned, err = sjson.DeleteBytes(unsigned, field); err != nil {
-			return nil, nil, err
-		}
-	}
-	if canonical, err = gomatrixserverlib.CanonicalJSON(unsigned); err != nil {
-		return nil, nil, err
-	}
-	return signature, canonical, nil
 }
 
 // key is the server's key as a WebCrypto CryptoKey, imported on first use.

@@ -3,13 +3,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,16 +19,12 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"hearth/node/roomserver"
+	"hearth/node/roomserver/sigcases"
 	"hearth/p2p/identity"
 )
 
-// signer is a Hearth server: its name is its key.
-type signer struct {
-	name string
-	priv ed25519.PrivateKey
-}
-
-func newSigner(t testing.TB, seed byte) signer {
+// newSigner is a Hearth server: its name is its key.
+func newSigner(t testing.TB, seed byte) sigcases.Signer {
 	t.Helper()
 	s := make([]byte, ed25519.SeedSize)
 	s[0] = seed
@@ -38,31 +32,11 @@ func newSigner(t testing.TB, seed byte) signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signer{name: id.ServerName, priv: id.Private}
+	return sigcases.Signer{Name: id.ServerName, Priv: id.Private}
 }
 
-func (s signer) sign(t testing.TB, signingName string, keyID gomatrixserverlib.KeyID, msg string) []byte {
-	t.Helper()
-	out, err := gomatrixserverlib.SignJSON(signingName, keyID, s.priv, []byte(msg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// edit decodes a JSON object, changes it and encodes it again.
-func edit(t testing.TB, msg []byte, f func(map[string]any)) []byte {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(msg, &m); err != nil {
-		t.Fatal(err)
-	}
-	f(m)
-	out, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+func verifyCases(t testing.TB) []sigcases.Case {
+	return sigcases.Cases(t, newSigner(t, 1), newSigner(t, 2), identity.KeyID, "example.org")
 }
 
 func newTestVerifier(t testing.TB) gomatrixserverlib.JSONVerifier {
@@ -74,72 +48,27 @@ func newTestVerifier(t testing.TB) gomatrixserverlib.JSONVerifier {
 	return v
 }
 
-type verifyCase struct {
-	name   string
-	server string
-	msg    []byte
-	valid  bool
-}
-
-func verifyCases(t testing.TB) []verifyCase {
-	a, b := newSigner(t, 1), newSigner(t, 2)
-	const body = `{"type":"m.room.message","content":{"body":"hello","msgtype":"m.text"},"origin_server_ts":1,"unsigned":{"age":3}}`
-	good := a.sign(t, a.name, identity.KeyID, body)
-	reordered := edit(t, good, func(map[string]any) {}) // keys sorted, spacing changed: the same canonical JSON
-	return []verifyCase{
-		{"valid", a.name, good, true},
-		{"valid after re-encoding", a.name, reordered, true},
-		{"tampered content", a.name, edit(t, good, func(m map[string]any) {
-			m["content"].(map[string]any)["body"] = "hellO"
-		}), false},
-		{"tampered unsigned", a.name, edit(t, good, func(m map[string]any) {
-			m["unsigned"] = map[string]any{"age": 99, "extra": true}
-		}), true},
-		{"signed by another key", a.name, b.sign(t, a.name, identity.KeyID, body), false},
-		{"signed by the other server, asked for its own", b.name, a.sign(t, b.name, identity.KeyID, body), false},
-		{"no signatures", a.name, []byte(body), false},
-		{"no entry for the server", a.name, b.sign(t, b.name, identity.KeyID, body), false},
-		{"no entry for the key ID", a.name, a.sign(t, a.name, "ed25519:other", body), false},
-		{"malformed base64", a.name, edit(t, good, func(m map[string]any) {
-			m["signatures"] = map[string]any{a.name: map[string]any{identity.KeyID: "!!not base64!!"}}
-		}), false},
-		{"short signature", a.name, edit(t, good, func(m map[string]any) {
-			m["signatures"] = map[string]any{a.name: map[string]any{identity.KeyID: "AAAA"}}
-		}), false},
-		{"signatures not an object", a.name, edit(t, good, func(m map[string]any) { m["signatures"] = 7 }), false},
-		{"signature not a string", a.name, edit(t, good, func(m map[string]any) {
-			m["signatures"] = map[string]any{a.name: map[string]any{identity.KeyID: 7}}
-		}), false},
-		// Repeated keys: the last counts, for either verifier.
-		{"a bad signature repeated after the good one", a.name, repeatKey(good, a.name, "AAAA"), false},
-		{"the good signature repeated after a bad one", a.name, repeatKey(repeatKey(good, a.name, "AAAA"), a.name, signatureOf(t, good, a.name)), true},
-		{"not JSON", a.name, []byte("not json"), false},
-		{"not an object", a.name, []byte(`[1,2]`), false},
-		{"server name that is not a key", "example.org", good, false},
-	}
-}
-
 // The WebCrypto verifier accepts and refuses exactly what
 // gomatrixserverlib.VerifyJSON does.
 func TestWebCryptoVerifierAgreesWithVerifyJSON(t *testing.T) {
 	v := newTestVerifier(t)
 	for _, c := range verifyCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			var goErr error
-			if key, err := identity.PublicKeyOf(c.server); err != nil {
+			if key, err := identity.PublicKeyOf(c.Server); err != nil {
 				goErr = err
 			} else {
-				goErr = gomatrixserverlib.VerifyJSON(c.server, identity.KeyID, key, c.msg)
+				goErr = gomatrixserverlib.VerifyJSON(c.Server, identity.KeyID, key, c.Msg)
 			}
-			res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.server), Message: c.msg}})
+			res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.Server), Message: c.Msg}})
 			if err != nil || len(res) != 1 {
 				t.Fatalf("VerifyJSONs: %v, %d results", err, len(res))
 			}
-			if (goErr == nil) != c.valid {
-				t.Errorf("VerifyJSON: %v, want valid=%v", goErr, c.valid)
+			if (goErr == nil) != c.Valid {
+				t.Errorf("VerifyJSON: %v, want valid=%v", goErr, c.Valid)
 			}
-			if (res[0].Error == nil) != c.valid {
-				t.Errorf("WebCrypto: %v, want valid=%v", res[0].Error, c.valid)
+			if (res[0].Error == nil) != c.Valid {
+				t.Errorf("WebCrypto: %v, want valid=%v", res[0].Error, c.Valid)
 			}
 		})
 	}
@@ -154,8 +83,8 @@ func TestWebCryptoVerifierBatchesInOrder(t *testing.T) {
 	var want []bool
 	for i := range 200 {
 		c := cases[(i*7)%len(cases)]
-		reqs = append(reqs, gomatrixserverlib.VerifyJSONRequest{ServerName: spec.ServerName(c.server), Message: c.msg})
-		want = append(want, c.valid)
+		reqs = append(reqs, gomatrixserverlib.VerifyJSONRequest{ServerName: spec.ServerName(c.Server), Message: c.Msg})
+		want = append(want, c.Valid)
 	}
 	var wg sync.WaitGroup
 	for range 16 {
@@ -206,9 +135,9 @@ func TestVerifierFallsBackToGoWithoutWebCryptoEd25519(t *testing.T) {
 		t.Errorf("log does not say why: %q", logged.String())
 	}
 	for _, c := range verifyCases(t) {
-		res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.server), Message: c.msg}})
-		if err != nil || (res[0].Error == nil) != c.valid {
-			t.Errorf("%s: %v %v, want valid=%v", c.name, err, res[0].Error, c.valid)
+		res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.Server), Message: c.Msg}})
+		if err != nil || (res[0].Error == nil) != c.Valid {
+			t.Errorf("%s: %v %v, want valid=%v", c.Name, err, res[0].Error, c.Valid)
 		}
 	}
 }
@@ -219,13 +148,13 @@ func TestWebCryptoVerifierChecksEvents(t *testing.T) {
 	v := newTestVerifier(t)
 	a, b := newSigner(t, 1), newSigner(t, 2)
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	build := func(by signer) []byte {
+	build := func(by sigcases.Signer) []byte {
 		proto := gomatrixserverlib.ProtoEvent{
-			SenderID: "@u:" + a.name, RoomID: "!r:" + a.name, Type: "m.room.message",
+			SenderID: "@u:" + a.Name, RoomID: "!r:" + a.Name, Type: "m.room.message",
 			Content: spec.RawJSON(`{"body":"hi","msgtype":"m.text"}`), Depth: 3,
 			PrevEvents: []string{}, AuthEvents: []string{},
 		}
-		pdu, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(a.name), identity.KeyID, by.priv)
+		pdu, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(a.Name), identity.KeyID, by.Priv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,39 +169,48 @@ func TestWebCryptoVerifierChecksEvents(t *testing.T) {
 	}{
 		{"signed by the sender's server", good, true},
 		{"signed by another key", build(b), false},
-		{"depth changed", edit(t, good, func(m map[string]any) { m["depth"] = 4 }), false},
+		{"depth changed", sigcases.Edit(t, good, func(m map[string]any) { m["depth"] = 4 }), false},
+		{"content changed (redacted by parsing)", sigcases.Edit(t, good, func(m map[string]any) { m["content"] = map[string]any{"body": "bye"} }), true},
+		{"unsigned added", sigcases.Edit(t, good, func(m map[string]any) { m["unsigned"] = map[string]any{"age": 5} }), true},
 	} {
 		pdu, err := verImpl.NewEventFromUntrustedJSON(c.json)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = gomatrixserverlib.VerifyEventSignatures(context.Background(), pdu, v, userIDForSender)
+		ctx, signed := roomserver.WithSignedHash(context.Background())
+		err = gomatrixserverlib.VerifyEventSignatures(ctx, pdu, v, userIDForSender)
 		if (err == nil) != c.valid {
 			t.Errorf("%s: %v, want valid=%v", c.name, err, c.valid)
+		}
+		// What it hands back is what the event's ID is the hash of.
+		if sum, ok := signed.Sum(); c.valid && (!ok || "$"+base64.RawURLEncoding.EncodeToString(sum[:]) != pdu.EventID()) {
+			t.Errorf("%s: handed back %x (%v), the event ID is %s", c.name, sum, ok, pdu.EventID())
+		}
+		if checked := roomserver.CheckEvents(context.Background(), verImpl.Version(), [][]byte{c.json}, v, 1)[0]; c.valid && checked.EventID != pdu.EventID() {
+			t.Errorf("%s: checked as %s (%q), the event ID is %s", c.name, checked.EventID, checked.Refused, pdu.EventID())
 		}
 	}
 }
 
-// BenchmarkVerify checks the signatures of ~1 KiB events from several
-// servers as the roomserver does (VerifyEventSignatures, width events at
-// once), with Go's ed25519 and with WebCrypto's.
-func BenchmarkVerify(b *testing.B) {
-	var signers []signer
+// benchEvents are n ~1 KiB messages of room version 11 from several
+// servers, parsed as the roomserver parses them.
+func benchEvents(b *testing.B, n int) []gomatrixserverlib.PDU {
+	var signers []sigcases.Signer
 	for i := range 8 {
 		signers = append(signers, newSigner(b, byte(i+1)))
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
 	body := strings.Repeat("lorem ipsum ", 25)
-	evs := make([]gomatrixserverlib.PDU, 256)
+	evs := make([]gomatrixserverlib.PDU, n)
 	for i := range evs {
 		s := signers[i%len(signers)]
 		proto := gomatrixserverlib.ProtoEvent{
-			SenderID: "@u:" + s.name, RoomID: "!r:" + signers[0].name, Type: "m.room.message",
+			SenderID: "@u:" + s.Name, RoomID: "!r:" + signers[0].Name, Type: "m.room.message",
 			Content: spec.RawJSON(fmt.Sprintf(`{"body":%q,"msgtype":"m.text"}`, body)), Depth: int64(i + 3),
 			PrevEvents: []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"},
 			AuthEvents: []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"},
 		}
-		built, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(s.name), identity.KeyID, s.priv)
+		built, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(s.Name), identity.KeyID, s.Priv)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -283,6 +221,14 @@ func BenchmarkVerify(b *testing.B) {
 	if n := len(evs[0].JSON()); n < 900 || n > 1200 {
 		b.Fatalf("events are %d bytes, want about 1 KiB", n)
 	}
+	return evs
+}
+
+// BenchmarkVerify checks the signatures of ~1 KiB events from several
+// servers as the roomserver does (VerifyEventSignatures, width events at
+// once), with Go's ed25519 and with WebCrypto's.
+func BenchmarkVerify(b *testing.B) {
+	evs := benchEvents(b, 256)
 	userIDForSender := func(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) { return s.ToUserID(), nil }
 	for _, bc := range []struct {
 		name  string
@@ -315,25 +261,23 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// repeatKey appends a second entry for server's key ID to the signatures
-// of msg (JSON with a repeated key: encoding/json keeps the last).
-func repeatKey(msg []byte, server, sig string) []byte {
-	entry := fmt.Sprintf(`%q:%q`, identity.KeyID, sig)
-	i := bytes.Index(msg, []byte(fmt.Sprintf(`%q:{`, server)))
-	if i < 0 {
-		panic("no signatures of " + server)
+// BenchmarkCheckEvents checks batches of ~1 KiB events as a check
+// worker does (roomserver.CheckEvents with WebCrypto, webCryptoWidth at
+// once): parsing, hashes, signatures and event IDs.
+func BenchmarkCheckEvents(b *testing.B) {
+	evs := benchEvents(b, 256)
+	batch, ids := make([][]byte, len(evs)), make([]string, len(evs))
+	for i, ev := range evs {
+		batch[i], ids[i] = ev.JSON(), ev.EventID()
 	}
-	at := bytes.IndexByte(msg[i:], '}') + i
-	return slices.Concat(msg[:at], []byte(","+entry), msg[at:])
-}
-
-// signatureOf is server's signature in msg.
-func signatureOf(t testing.TB, msg []byte, server string) string {
-	var m struct {
-		Signatures map[string]map[string]string `json:"signatures"`
+	v := newTestVerifier(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(batch) {
+		for j, c := range roomserver.CheckEvents(context.Background(), gomatrixserverlib.RoomVersionV11, batch[:min(len(batch), b.N-i)], v, webCryptoWidth) {
+			if c.Refused != "" || c.EventID != ids[j] {
+				b.Fatalf("event %d: %q %s, want %s", j, c.Refused, c.EventID, ids[j])
+			}
+		}
 	}
-	if err := json.Unmarshal(msg, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Signatures[server][identity.KeyID]
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -3,10 +3,14 @@ package roomserver_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"hearth/node/internal/testnet"
+	"hearth/node/roomserver"
 )
 
 // BenchmarkSend measures sequential local sends into one room: build, sign,
@@ -42,4 +46,47 @@ func BenchmarkSendParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
+}
+
+// checkBenchEvents are n ~1 KiB messages in a room of version 11 from
+// several servers of keys, as a backfill receives them.
+func checkBenchEvents(b *testing.B, keys *testnet.Net, n int) [][]byte {
+	var signers []eventSigner
+	for i := range 8 {
+		signers = append(signers, newEventSigner(keys, fmt.Sprintf("s%d.test", i)))
+	}
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
+	body := strings.Repeat("lorem ipsum ", 40)
+	evs := make([][]byte, n)
+	for i := range evs {
+		s := signers[i%len(signers)]
+		evs[i] = signEvent(b, verImpl, map[string]any{
+			"type": "m.room.message", "room_id": "!r:s0.test", "sender": "@u:" + s.name,
+			"content": map[string]any{"body": body, "msgtype": "m.text"}, "depth": i + 3, "origin_server_ts": 1700000000000 + i,
+			"prev_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"},
+			"auth_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"},
+		}, s)
+	}
+	return evs
+}
+
+// BenchmarkCheckEvents checks ~1 KiB messages as a Checker does, on one
+// goroutine: what parsing, hashes, signatures and event IDs cost.
+func BenchmarkCheckEvents(b *testing.B) {
+	keys := testnet.New()
+	evs := checkBenchEvents(b, keys, 256)
+	if n := len(evs[0]); n < 900 || n > 1200 {
+		b.Fatalf("events are %d bytes, want about 1 KiB", n)
+	}
+	verifier := keys.Verifier()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(evs) {
+		batch := evs[:min(len(evs), b.N-i)]
+		for j, c := range roomserver.CheckEvents(context.Background(), gomatrixserverlib.RoomVersionV11, batch, verifier, 1) {
+			if c.Refused != "" {
+				b.Fatalf("event %d: %s", j, c.Refused)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

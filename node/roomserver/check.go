@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,14 +50,41 @@ func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, eve
 			out[i].Refused = unsupported.Error()
 			return
 		}
+		ctx, signed := WithSignedHash(ctx)
 		pdu, err := checkEvent(ctx, verImpl, events[i], verifier)
 		if err != nil {
 			out[i].Refused = err.Error()
 			return
 		}
-		out[i] = Checked{EventID: pdu.EventID(), JSON: pdu.JSON(), Redacted: pdu.Redacted()}
+		// The verifier hashed what the ID is the hash of: taking it from
+		// there spares gomatrixserverlib redacting, re-encoding and
+		// canonicalising the event once more (pdu.EventID).
+		id := signedEventID(verImpl, signed)
+		if id == "" {
+			id = pdu.EventID()
+		}
+		out[i] = Checked{EventID: id, JSON: pdu.JSON(), Redacted: pdu.Redacted()}
 	})
 	return out
+}
+
+// signedEventID is the ID of an event whose signatures were checked with
+// signed in the context: its reference hash is what the verifier hashed
+// (see SignedHash), encoded as gomatrixserverlib encodes it. It is ""
+// when the verifier recorded no one hash, or the version's IDs are not
+// reference hashes.
+func signedEventID(verImpl gomatrixserverlib.IRoomVersion, signed *SignedHash) string {
+	sum, ok := signed.Sum()
+	if !ok || verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 {
+		return ""
+	}
+	switch verImpl.EventIDFormat() {
+	case gomatrixserverlib.EventIDFormatV2:
+		return "$" + base64.RawStdEncoding.EncodeToString(sum[:])
+	case gomatrixserverlib.EventIDFormatV3:
+		return "$" + base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	return ""
 }
 
 // supportedVersion is the implementation of a room version this server
