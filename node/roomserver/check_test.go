@@ -200,6 +200,7 @@ func mustJSON(t testing.TB, v any) []byte {
 func TestCheckedEventIDsAreGomatrixserverlibs(t *testing.T) {
 	keys := testnet.New()
 	a, b := newEventSigner(keys, "a.test"), newEventSigner(keys, "b.test")
+	checker := newServer(t, "c.test", keys)
 	alice, bob := "@alice:a.test", "@bob:b.test"
 	verifiers := map[string]gomatrixserverlib.JSONVerifier{
 		"NameVerifier":     keys.Verifier(),
@@ -318,6 +319,19 @@ func TestCheckedEventIDsAreGomatrixserverlibs(t *testing.T) {
 				if c.Refused != "" || c.EventID != want[i] || c.Redacted != evs[i].redacted {
 					t.Errorf("v%s %s with %s: refused %q, ID %s redacted=%v; want ID %s redacted=%v", version, evs[i].name, name, c.Refused, c.EventID, c.Redacted, want[i], evs[i].redacted)
 				}
+			}
+		}
+		// And the roomserver's own check (small batches, natively) agrees.
+		var in []roomserver.InputEvent
+		for _, js := range batch {
+			in = append(in, roomserver.InputEvent{Origin: "a.test", RoomVersion: version, JSON: js})
+		}
+		for i, v := range checker.rs.Verify(context.Background(), in) {
+			switch {
+			case v.Err != nil:
+				t.Errorf("v%s %s verified in process: %v", version, evs[i].name, v.Err)
+			case v.PDU().EventID() != want[i] || v.PDU().Redacted() != evs[i].redacted:
+				t.Errorf("v%s %s verified in process: ID %s redacted=%v; want ID %s redacted=%v", version, evs[i].name, v.PDU().EventID(), v.PDU().Redacted(), want[i], evs[i].redacted)
 			}
 		}
 	}
