@@ -51,27 +51,7 @@ func newTestVerifier(t testing.TB) gomatrixserverlib.JSONVerifier {
 // The WebCrypto verifier accepts and refuses exactly what
 // gomatrixserverlib.VerifyJSON does.
 func TestWebCryptoVerifierAgreesWithVerifyJSON(t *testing.T) {
-	v := newTestVerifier(t)
-	for _, c := range verifyCases(t) {
-		t.Run(c.Name, func(t *testing.T) {
-			var goErr error
-			if key, err := identity.PublicKeyOf(c.Server); err != nil {
-				goErr = err
-			} else {
-				goErr = gomatrixserverlib.VerifyJSON(c.Server, identity.KeyID, key, c.Msg)
-			}
-			res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.Server), Message: c.Msg}})
-			if err != nil || len(res) != 1 {
-				t.Fatalf("VerifyJSONs: %v, %d results", err, len(res))
-			}
-			if (goErr == nil) != c.Valid {
-				t.Errorf("VerifyJSON: %v, want valid=%v", goErr, c.Valid)
-			}
-			if (res[0].Error == nil) != c.Valid {
-				t.Errorf("WebCrypto: %v, want valid=%v", res[0].Error, c.Valid)
-			}
-		})
-	}
+	sigcases.Agree(t, newTestVerifier(t), identity.KeyID, identity.PublicKeyOf, verifyCases(t))
 }
 
 // A batch is answered in order, each request on its own, also when many

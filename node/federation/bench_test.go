@@ -20,11 +20,7 @@ func percentile(ds []time.Duration, p float64) float64 {
 // BenchmarkDeliveryLatency measures one event's trip: sent on A, until it
 // is in B's stream (through A's queue, HTTP, B's checks and storage).
 func BenchmarkDeliveryLatency(b *testing.B) {
-	n := newNet()
-	a, bb := newNode(b, n, "a.test"), newNode(b, n, "b.test")
-	alice, bob := a.user("alice"), bb.user("bob")
-	room := a.publicRoom(alice, "shared")
-	bb.join(room, bob, "a.test")
+	_, a, bb, alice, _, room := sharedRoom(b)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

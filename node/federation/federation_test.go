@@ -143,11 +143,7 @@ func TestRemoteInviteAndReject(t *testing.T) {
 }
 
 func TestOfflineServerCatchesUpFromPersistentQueue(t *testing.T) {
-	n := newNet()
-	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
-	alice, bob := a.user("alice"), b.user("bob")
-	room := a.publicRoom(alice, "shared")
-	b.join(room, bob, "a.test")
+	_, a, b, alice, bob, room := sharedRoom(t)
 
 	b.stop()
 	var ids []string
@@ -173,11 +169,7 @@ func TestOfflineServerCatchesUpFromPersistentQueue(t *testing.T) {
 // server dies while that send hangs, a copy of its files taken then (what
 // a crash leaves) still delivers the event once restarted.
 func TestCrashDuringAFirstSendLosesNothing(t *testing.T) {
-	n := newNet()
-	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
-	alice, bob := a.user("alice"), b.user("bob")
-	room := a.publicRoom(alice, "shared")
-	b.join(room, bob, "a.test")
+	n, a, b, alice, _, room := sharedRoom(t)
 
 	// B's address now answers nothing: A's send to it hangs.
 	b.stop()
@@ -222,11 +214,7 @@ func TestCrashDuringAFirstSendLosesNothing(t *testing.T) {
 
 func TestGapsAreFilledFromTheSender(t *testing.T) {
 	ctx := context.Background()
-	n := newNet()
-	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
-	alice, bob := a.user("alice"), b.user("bob")
-	room := a.publicRoom(alice, "shared")
-	b.join(room, bob, "a.test")
+	n, a, b, alice, bob, room := sharedRoom(t)
 
 	// B is unreachable while A sends; then A's queue for B loses all but
 	// the newest event (as a full queue would): B must fetch the rest.

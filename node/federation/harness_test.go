@@ -131,6 +131,18 @@ func (nd *node) stop() {
 
 func (nd *node) restart() { nd.stop(); nd.start() }
 
+// sharedRoom is two servers, A and B, and a public room on A that alice
+// made and B's bob joined.
+func sharedRoom(t testing.TB) (n *testNet, a, b *node, alice, bob, room string) {
+	t.Helper()
+	n = newNet()
+	a, b = newNode(t, n, "a.test"), newNode(t, n, "b.test")
+	alice, bob = a.user("alice"), b.user("bob")
+	room = a.publicRoom(alice, "shared")
+	b.join(room, bob, "a.test")
+	return n, a, b, alice, bob, room
+}
+
 func (nd *node) record(outs []roomserver.Output) {
 	nd.mu.Lock()
 	for _, o := range outs {

@@ -168,11 +168,7 @@ func TestHostilePeerIsRefused(t *testing.T) {
 }
 
 func TestDuplicateTransactionGetsTheSameAnswer(t *testing.T) {
-	n := newNet()
-	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
-	alice, bob := a.user("alice"), b.user("bob")
-	room := a.publicRoom(alice, "shared")
-	b.join(room, bob, "a.test")
+	n, a, b, _, bob, room := sharedRoom(t)
 	c := n.client("b.test", b.key, "b.test")
 	ev := forge(t, a, room, msg(bob, "once"), "b.test", b.key)
 	txn := gomatrixserverlib.Transaction{TransactionID: "same", Origin: "b.test", Destination: "a.test",

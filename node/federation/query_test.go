@@ -113,11 +113,7 @@ func TestQueriesAndKeys(t *testing.T) {
 }
 
 func TestEDUsReachTheOtherServer(t *testing.T) {
-	n := newNet()
-	a, b := newNode(t, n, "a.test"), newNode(t, n, "b.test")
-	alice, bob := a.user("alice"), b.user("bob")
-	room := a.publicRoom(alice, "shared")
-	b.join(room, bob, "a.test")
+	_, a, b, alice, _, room := sharedRoom(t)
 	servers, err := a.fed.RoomServers(context.Background(), room)
 	if err != nil || len(servers) != 1 || servers[0] != "b.test" {
 		t.Fatalf("room servers: %v, %v", servers, err)

@@ -8,15 +8,22 @@ import (
 	"testing"
 )
 
-func TestEphemeralEDUsTrimmedDurableKept(t *testing.T) {
+// openFederation opens a new database with the federation's tables.
+func openFederation(t *testing.T) *DB {
+	t.Helper()
 	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	if err := errors.Join(db.MigrateRooms(), db.MigrateFederation()); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+func TestEphemeralEDUsTrimmedDurableKept(t *testing.T) {
+	db := openFederation(t)
 	ctx := context.Background()
 	if err := db.EnqueueEDU(ctx, []string{"b"}, []byte(`"room key"`), true, 2); err != nil {
 		t.Fatal(err)
@@ -44,14 +51,7 @@ func TestEphemeralEDUsTrimmedDurableKept(t *testing.T) {
 // go in front of what was queued meanwhile, and their seqs (which name
 // transactions) are never handed out twice, even once the queue is empty.
 func TestRequeuedPDUsGoFirstUnderFreshSeqs(t *testing.T) {
-	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := errors.Join(db.MigrateRooms(), db.MigrateFederation()); err != nil {
-		t.Fatal(err)
-	}
+	db := openFederation(t)
 	ctx := context.Background()
 	if _, err := db.FedCursor(ctx); err != nil { // the cursor starts
 		t.Fatal(err)

@@ -8,6 +8,7 @@ package sigcases
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 // Signer is a server and its key.
@@ -79,6 +81,31 @@ func Cases(t testing.TB, a, b Signer, keyID gomatrixserverlib.KeyID, unknown str
 		{"not JSON", a.Name, []byte("not json"), false},
 		{"not an object", a.Name, []byte(`[1,2]`), false},
 		{"server name that is not a key", unknown, good, false},
+	}
+}
+
+// Agree checks that v accepts and refuses each case as Valid says, and as
+// gomatrixserverlib.VerifyJSON does with the key keyOf gives.
+func Agree(t *testing.T, v gomatrixserverlib.JSONVerifier, keyID gomatrixserverlib.KeyID, keyOf func(string) (ed25519.PublicKey, error), cases []Case) {
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			var goErr error
+			if key, err := keyOf(c.Server); err != nil {
+				goErr = err
+			} else {
+				goErr = gomatrixserverlib.VerifyJSON(c.Server, keyID, key, c.Msg)
+			}
+			res, err := v.VerifyJSONs(context.Background(), []gomatrixserverlib.VerifyJSONRequest{{ServerName: spec.ServerName(c.Server), Message: c.Msg}})
+			if err != nil || len(res) != 1 {
+				t.Fatalf("VerifyJSONs: %v, %d results", err, len(res))
+			}
+			if (goErr == nil) != c.Valid {
+				t.Errorf("gomatrixserverlib.VerifyJSON: %v, want valid=%v", goErr, c.Valid)
+			}
+			if (res[0].Error == nil) != c.Valid {
+				t.Errorf("%T: %v, want valid=%v", v, res[0].Error, c.Valid)
+			}
+		})
 	}
 }
 
