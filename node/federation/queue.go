@@ -32,7 +32,7 @@ const txnMemory = 24 * time.Hour
 // other server with members joined to the room, plus the server of a
 // membership event's target (an invite, a kick). To a destination with
 // nothing queued and no sender running, the events go at once, in a
-// transaction built from the rows just read (see sendDirect): the stream
+// transaction built from the rows in hand (see sendDirect): the stream
 // itself keeps them until sent, as the cursor is never saved past a row
 // whose direct send is in flight, and they are queued only if it fails.
 // Otherwise they are queued, and queueing and moving the cursor share one
@@ -492,7 +492,7 @@ func (f *Federation) trim(d *destination) {
 }
 
 // directSend is a fan-out's first attempt at sending events to an idle
-// destination, from the stream rows it read: no queue commit, no queue
+// destination, from the stream rows in hand: no queue commit, no queue
 // read, before the first byte leaves.
 type directSend struct {
 	from  int64 // the first stream row it carries: the cursor's bound
@@ -536,7 +536,7 @@ func (f *Federation) sendDirect(rows []storage.FedStreamRow, items []storage.Fed
 }
 
 // directOf is the direct send of one destination's items: nil unless
-// all are among the rows read and they fit one transaction.
+// all are among the rows in hand and they fit one transaction.
 func directOf(items []storage.FedQueued, byNID map[int64]*storage.FedStreamRow) *directSend {
 	if len(items) > maxTxnPDUs {
 		return nil
