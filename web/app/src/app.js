@@ -118,6 +118,27 @@ function renderTimeline () {
   tl.scrollTop = tl.scrollHeight
 }
 
+// The client tells of each event, room and name it takes in as it takes
+// it, often dozens from one /sync, and before it sends a message on:
+// redrawing there would rebuild the lists once for each, and hold up the
+// send. They are redrawn once a frame instead (in a hidden tab, whose
+// frames stop, on a timer).
+const dirty = { rooms: false, timeline: false }
+let drawQueued = false
+function redraw (what) {
+  dirty[what] = true
+  if (drawQueued) return
+  drawQueued = true
+  const draw = () => {
+    drawQueued = false
+    if (dirty.rooms) renderRooms()
+    if (dirty.timeline) renderTimeline()
+    dirty.rooms = dirty.timeline = false
+  }
+  if (document.hidden) setTimeout(draw, 0)
+  else requestAnimationFrame(draw)
+}
+
 function show (roomId) {
   current = roomId
   renderRooms()
@@ -250,14 +271,14 @@ async function main () {
     timelineSupport: true
   })
   client.on(ClientEvent.Room, (room) => {
-    renderRooms()
-    if (room.roomId === current) renderTimeline() // shown before the sync brought it
+    redraw('rooms')
+    if (room.roomId === current) redraw('timeline') // shown before the sync brought it
   })
-  client.on(RoomEvent.MyMembership, renderRooms)
-  client.on(RoomEvent.Name, renderRooms)
+  client.on(RoomEvent.MyMembership, () => redraw('rooms'))
+  client.on(RoomEvent.Name, () => redraw('rooms'))
   client.on(RoomEvent.Timeline, (ev, room) => {
-    if (room && room.roomId === current) renderTimeline()
-    renderRooms()
+    if (room && room.roomId === current) redraw('timeline')
+    redraw('rooms')
   })
   client.once(ClientEvent.Sync, () => {
     document.body.classList.add('synced')
