@@ -13,7 +13,7 @@ import (
 // openPool opens a pool whose transactions begin with begin ("BEGIN
 // IMMEDIATE" for the writer, "BEGIN" for readers). With wal, each
 // connection reports the WAL's size after each commit there, and SQLite
-// no longer checkpoints by itself (see DB.writer).
+// no longer checkpoints by itself (see DB.lead and DB.idleCheckpoint).
 func openPool(dsn, begin string, wal *atomic.Int64) (*sql.DB, error) {
 	c, err := (&sqlite3driver.SQLite{}).OpenConnector(dsn)
 	if err != nil {

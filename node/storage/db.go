@@ -38,17 +38,24 @@ type Options struct {
 	Compact string
 }
 
-// DB is the node's database: one writer that group-commits, many readers.
+// DB is the node's database: one writer connection whose commits take
+// every write waiting (see Write), many readers.
 type DB struct {
-	w, r   *sql.DB
-	writes chan *writeReq
-	done   chan struct{}
-	once   sync.Once
+	w, r *sql.DB
+	done chan struct{}
+	once sync.Once
+	// wmu guards the writes waiting for a commit and who commits them.
+	wmu       sync.Mutex
+	pending   []*writeReq
+	leading   bool // a caller is committing (see Write)
+	closed    bool
+	lastWrite time.Time
+	idle      *time.Timer // idleCheckpoint
 	// prepared statements, by query text: SQLite parsing costs more than
 	// running most of our statements.
 	wstmts, rstmts sync.Map
 	unprepared     atomic.Bool
-	// walPages is the WAL's size after the last commit (see writer).
+	// walPages is the WAL's size after the last commit (see lead).
 	walPages atomic.Int64
 	compact  []byte
 }
@@ -193,7 +200,7 @@ func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 // maxBatch bounds how many writes share one commit.
 const maxBatch = 256
 
-// Open opens (creating if needed) the database and starts its writer.
+// Open opens (creating if needed) the database.
 func Open(opts Options) (*DB, error) {
 	q := url.Values{}
 	if opts.VFS != "" {
@@ -219,7 +226,9 @@ func Open(opts Options) (*DB, error) {
 	// Each connection's page cache lives in its own SQLite heap: the
 	// writer keeps 4 MiB of hot pages, readers 1 MiB each (the OS caches
 	// the file too), which keeps the node's memory small.
-	db := &DB{writes: make(chan *writeReq, maxBatch), done: make(chan struct{})}
+	db := &DB{done: make(chan struct{})}
+	db.idle = time.AfterFunc(time.Hour, db.idleCheckpoint)
+	db.idle.Stop()
 	w, err := openPool(dsn+"&_txlock=immediate&_pragma=cache_size(-4000)", "BEGIN IMMEDIATE", &db.walPages)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)
@@ -250,14 +259,17 @@ func Open(opts Options) (*DB, error) {
 		r.SetConnMaxLifetime(0)
 		db.r = r
 	}
-	go db.writer()
 	return db, nil
 }
 
-// Close stops the writer and closes every connection.
+// Close refuses further writes and closes every connection.
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
+		db.wmu.Lock()
+		db.closed = true
+		db.wmu.Unlock()
+		db.idle.Stop()
 		close(db.done)
 		for _, m := range []*sync.Map{&db.wstmts, &db.rstmts} {
 			m.Range(func(_, s any) bool {
@@ -289,66 +301,100 @@ var ErrClosed = errors.New("storage: database closed")
 // (or fn failed, in which case none of fn's writes persist). Concurrent
 // writes share one commit: each runs under its own savepoint, so one
 // failing write does not undo its neighbours.
+//
+// There is no writer goroutine: the first caller to find no commit in
+// progress commits, on its own goroutine, everything waiting (its own
+// write among it), and hands the role to a waiting caller if more came
+// meanwhile. A lone write then runs where it was asked for, without the
+// two hand-offs between goroutines that a writer goroutine costs: on two
+// cores each may wake a thread on the other one.
 func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
-	req := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
-	select {
-	case db.writes <- req:
-	case <-db.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.err:
+	if err := ctx.Err(); err != nil {
 		return err
-	case <-db.done:
+	}
+	req := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
+	db.wmu.Lock()
+	if db.closed {
+		db.wmu.Unlock()
 		return ErrClosed
+	}
+	db.pending = append(db.pending, req)
+	lead := !db.leading
+	db.leading = true
+	db.wmu.Unlock()
+	if lead {
+		db.lead()
+	}
+	for {
+		select {
+		case err := <-req.err:
+			if err == errLead {
+				db.lead()
+				continue
+			}
+			return err
+		case <-db.done:
+			return ErrClosed
+		}
 	}
 }
 
-func (db *DB) writer() {
-	batch := make([]*writeReq, 0, maxBatch)
-	for {
-		// SQLite would checkpoint inside the commit that takes the WAL
-		// past 1,000 pages, making its writes wait (40 ms in the
-		// browser); the writer checkpoints once it is idle instead, or
-		// between batches when the WAL is past checkpointBusy.
-		var idle *time.Timer
-		var idleC <-chan time.Time
-		if db.walPages.Load() >= checkpointIdle {
-			idle = time.NewTimer(checkpointAfter)
-			idleC = idle.C
-		}
-		select {
-		case <-db.done:
-			return
-		case <-idleC:
-			db.checkpoint()
-			continue
-		case req := <-db.writes:
-			batch = append(batch[:0], req)
-		}
-		if idle != nil {
-			idle.Stop()
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case req := <-db.writes:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
+// errLead, sent to a waiting write, makes its caller the one committing.
+var errLead = errors.New("storage: lead")
+
+// lead commits one batch of the waiting writes, then hands the role on:
+// to the first write still waiting, or to nobody. Holding it for longer
+// would keep the caller's own answer waiting on other callers' commits.
+func (db *DB) lead() {
+	db.wmu.Lock()
+	batch := db.pending[:min(len(db.pending), maxBatch)]
+	db.pending = db.pending[len(batch):]
+	db.wmu.Unlock()
+	if len(batch) > 0 {
 		db.commit(batch)
 		db.prepareWrites()
 		if db.walPages.Load() >= checkpointBusy {
 			db.checkpoint()
 		}
 	}
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	db.lastWrite = time.Now()
+	if len(db.pending) == 0 {
+		db.pending = nil // the batch's array, with its requests, can go
+		db.leading = false
+		if db.walPages.Load() >= checkpointIdle {
+			db.idle.Reset(checkpointAfter)
+		}
+		return
+	}
+	db.pending[0].err <- errLead
 }
 
-// When the writer checkpoints: after checkpointAfter without writes once
+// idleCheckpoint runs once writes have paused for checkpointAfter: SQLite
+// would checkpoint inside the commit that takes the WAL past 1,000 pages,
+// making that write wait (40 ms in the browser); the node checkpoints
+// while idle instead, or between batches when the WAL is past
+// checkpointBusy.
+func (db *DB) idleCheckpoint() {
+	db.wmu.Lock()
+	if db.leading || db.closed || time.Since(db.lastWrite) < checkpointAfter {
+		db.wmu.Unlock()
+		return
+	}
+	db.leading = true
+	db.wmu.Unlock()
+	db.checkpoint()
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if len(db.pending) == 0 {
+		db.leading = false
+		return
+	}
+	db.pending[0].err <- errLead
+}
+
+// When the node checkpoints: after checkpointAfter without writes once
 // the WAL holds checkpointIdle pages, and at once past checkpointBusy
 // (SQLite's own threshold: a busy node's WAL stays as small as before).
 const (
