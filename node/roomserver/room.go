@@ -40,6 +40,9 @@ type request struct {
 	// needs no write (refused, or a repeated transaction).
 	built gomatrixserverlib.PDU
 	early *result
+	// txnUnseen: the transaction ID was not looked up before building;
+	// the write looks it up (see sortOut).
+	txnUnseen bool
 }
 
 type result struct {
@@ -47,15 +50,23 @@ type result struct {
 	err error
 }
 
-// room is one room's worker. Everything but queue is owned by the worker
-// goroutine (and by CreateRoom before the worker starts), and lent to the
-// storage writer while a batch's write runs.
+// room is one room's worker. Everything but queue, turn and idle is owned
+// by whoever holds turn (and by CreateRoom before the worker starts), and
+// lent to the storage writer while a batch's write runs.
 type room struct {
 	rs    *Roomserver
 	queue chan *request
-	// idle: the worker waits for a request with nothing in flight (read
-	// by Input, which logs events only for rooms that are not)
+	// turn is held by whoever works on the room: the worker goroutine
+	// from taking a request until it is idle again, or a caller running
+	// its request itself (see call).
+	turn sync.Mutex
+	// idle: nobody holds turn, nothing is in flight (read by Input, which
+	// logs events only for rooms that are not)
 	idle atomic.Bool
+	// contended: the worker's last batch held more than one request, so
+	// requests come faster than they are handled, and are best handled
+	// in batches by the worker (see call)
+	contended atomic.Bool
 
 	loaded bool
 	row    storage.Room
@@ -112,21 +123,60 @@ func (r *room) enqueue(ctx context.Context, req *request) (err error) {
 	}
 }
 
+// call runs req and returns its result: on the caller's goroutine when
+// the room is idle and was not busy just before, else through the
+// worker's queue. A lone request (a client's message in a quiet room)
+// then takes no hand-off between goroutines, which on two cores costs
+// more than building the event; requests that come together are still
+// batched, built while the one before commits, and committed together.
+func (r *room) call(ctx context.Context, req *request) (result, error) {
+	if r.idle.Load() && !r.contended.Load() && r.turn.TryLock() {
+		if len(r.queue) == 0 {
+			r.idle.Store(false)
+			if fl := r.process([]*request{req}, nil, true); fl != nil {
+				r.land(fl)
+			}
+			r.contended.Store(len(r.queue) > 0)
+			r.idle.Store(true)
+			r.turn.Unlock()
+			return <-req.done, nil
+		}
+		r.turn.Unlock() // the worker has requests before this one
+	}
+	if err := r.enqueue(ctx, req); err != nil {
+		return result{}, err
+	}
+	select {
+	case res := <-req.done:
+		return res, nil
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	}
+}
+
 func (r *room) run() {
 	defer r.rs.wg.Done()
+	r.turn.Lock()
 	var fl *flight
 	defer func() {
 		if fl != nil {
 			<-fl.done
 		}
+		// turn stays held: a closed room runs nothing more.
+		r.idle.Store(false)
 	}()
 	for {
 		var req *request
 		var ok bool
 		if fl == nil {
 			r.idle.Store(true)
+			r.turn.Unlock()
 			req, ok = <-r.queue
+			// Not idle from here: a caller must not run its request
+			// ahead of this one, taken first.
 			r.idle.Store(false)
+			r.turn.Lock()
+			r.idle.Store(false) // again: a caller that ran meanwhile set it
 		} else {
 			select {
 			case req, ok = <-r.queue:
@@ -152,15 +202,17 @@ func (r *room) run() {
 				break drain
 			}
 		}
-		fl = r.process(batch, fl)
+		r.contended.Store(len(batch) > 1)
+		fl = r.process(batch, fl, false)
 	}
 }
 
 // process handles a batch, given the flight before it (nil if none), and
-// returns the batch's own flight (nil if it writes nothing). Each request
-// is atomic on its own: a refused request is undone without touching its
-// neighbours.
-func (r *room) process(batch []*request, fl *flight) *flight {
+// returns the batch's own flight (nil if it writes nothing). inline: the
+// caller of call runs it, and its write runs on this goroutine, landed
+// when process returns. Each request is atomic on its own: a refused
+// request is undone without touching its neighbours.
+func (r *room) process(batch []*request, fl *flight, inline bool) *flight {
 	reads := slices.ContainsFunc(batch, func(req *request) bool { return req.read != nil })
 	if fl != nil && (!fl.pure || reads) {
 		r.wait(fl)
@@ -178,7 +230,7 @@ func (r *room) process(batch []*request, fl *flight) *flight {
 		}
 		return nil
 	}
-	r.prepare(batch, fl != nil)
+	r.prepare(batch, fl != nil, inline)
 	if fl != nil && !r.wait(fl) {
 		// Prepared on events that were not committed: again, on what was.
 		for _, req := range batch {
@@ -190,9 +242,9 @@ func (r *room) process(batch []*request, fl *flight) *flight {
 			}
 			return nil
 		}
-		r.prepare(batch, false)
+		r.prepare(batch, false, false)
 	}
-	return r.submit(batch)
+	return r.submit(batch, inline)
 }
 
 func (r *room) ensureLoaded() error {
@@ -237,11 +289,11 @@ func preparable(req *request) bool {
 // leaves, else on the room's. Up to one event per core is built at once,
 // as siblings on the same tip: the chain of event IDs would otherwise
 // keep the hashing and signing on one core.
-func (r *room) prepare(batch []*request, afterFlight bool) {
+func (r *room) prepare(batch []*request, afterFlight, inline bool) {
 	if !afterFlight {
 		r.head.ids, r.head.depth = slices.Clone(r.extIDs), r.row.Depth
 	}
-	build, repeats := r.sortOut(batch)
+	build, repeats := r.sortOut(batch, inline)
 	width := min(max(runtime.GOMAXPROCS(0), 1), maxSiblings)
 	for len(build) > 0 {
 		group := siblings(build, width)
@@ -260,8 +312,12 @@ func (r *room) prepare(batch []*request, afterFlight bool) {
 // sortOut takes the batch's leading preparable requests and returns those
 // to build, answering the others early; a repeat of a transaction still
 // being prepared or committed is answered as the request it repeats is,
-// once that is built (repeats maps it to that request).
-func (r *room) sortOut(batch []*request) (build []*request, repeats map[*request]*request) {
+// once that is built (repeats maps it to that request). A transaction
+// committed earlier is looked up now, before anything is built on its
+// event; but for an inline batch, which nothing else builds on, the write
+// looks it up: on the writer's warm connection, not a reader's that
+// every commit makes read its pages afresh.
+func (r *room) sortOut(batch []*request, inline bool) (build []*request, repeats map[*request]*request) {
 	if r.txns == nil {
 		r.txns = map[txnKey]*request{}
 	}
@@ -283,14 +339,17 @@ func (r *room) sortOut(batch []*request) (build []*request, repeats map[*request
 				repeats[req] = orig
 				continue
 			}
-			id, err := r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
-			switch {
-			case err == nil:
-				req.early = &result{ids: []string{id}}
-				continue
-			case !errors.Is(err, storage.ErrNotFound):
-				req.early = &result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
-				continue
+			req.txnUnseen = inline
+			if !inline {
+				id, err := r.rs.db.TxnEventCommitted(req.ctx, ne.TxnDevice, r.row.NID, ne.TxnID)
+				switch {
+				case err == nil:
+					req.early = &result{ids: []string{id}}
+					continue
+				case !errors.Is(err, storage.ErrNotFound):
+					req.early = &result{err: fmt.Errorf("roomserver: %s: %w", r.row.ID, err)}
+					continue
+				}
 			}
 			r.txns[key] = req
 		}
@@ -355,8 +414,9 @@ func (r *room) prepareOne(req *request) {
 }
 
 // submit starts the batch's write and returns its flight, or answers the
-// batch at once when it has nothing to write.
-func (r *room) submit(batch []*request) *flight {
+// batch at once when it has nothing to write. inline: the write runs on
+// this goroutine and is done when submit returns.
+func (r *room) submit(batch []*request, inline bool) *flight {
 	fl := &flight{pure: true, done: make(chan struct{})}
 	writes := false
 	for _, req := range batch {
@@ -386,6 +446,12 @@ func (r *room) submit(batch []*request) *flight {
 			case req.early != nil:
 				results[i] = *req.early
 			case req.built != nil:
+				if id, seen, err := r.txnSeen(tx, req); err != nil {
+					return err
+				} else if seen {
+					results[i] = result{ids: []string{id}}
+					continue
+				}
 				o, err := r.commitPrepared(tx, req, first)
 				first = false
 				if err != nil {
@@ -416,7 +482,7 @@ func (r *room) submit(batch []*request) *flight {
 		}
 		return storage.UpdateRoom(tx, &r.row)
 	}
-	go func() {
+	land := func() {
 		err := r.rs.db.Write(context.Background(), write)
 		r.st.undo = r.st.undo[:0]
 		if err != nil {
@@ -441,7 +507,12 @@ func (r *room) submit(batch []*request) *flight {
 			req.done <- results[i]
 		}
 		close(fl.done)
-	}()
+	}
+	if inline {
+		land()
+	} else {
+		go land()
+	}
 	return fl
 }
 
@@ -654,6 +725,20 @@ func (r *room) commitPrepared(tx *storage.Tx, req *request, first bool) (Output,
 		return Output{}, fmt.Errorf("roomserver: %s: event %s was prepared on a stale tip", r.row.ID, req.built.EventID())
 	}
 	return r.storeLocal(tx, req.built, req.local[0])
+}
+
+// txnSeen looks up, for a request whose transaction sortOut left unseen,
+// the event an earlier commit of it made.
+func (r *room) txnSeen(tx *storage.Tx, req *request) (string, bool, error) {
+	if !req.txnUnseen {
+		return "", false, nil
+	}
+	ne := req.local[0]
+	id, err := storage.TxnEvent(tx, ne.TxnDevice, r.row.NID, ne.TxnID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", false, nil
+	}
+	return id, err == nil, err
 }
 
 // storeLocal stores a local event and the transaction that sent it.

@@ -185,18 +185,13 @@ func (rs *Roomserver) Send(ctx context.Context, roomID string, evs ...NewEvent) 
 	if err != nil {
 		return nil, err
 	}
-	req := &request{ctx: ctx, local: evs, done: make(chan result, 1)}
-	if err := r.enqueue(ctx, req); err != nil {
+	// On ctx's end the request may still commit; the caller's retry with
+	// the same transaction ID finds it.
+	res, err := r.call(ctx, &request{ctx: ctx, local: evs, done: make(chan result, 1)})
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case res := <-req.done:
-		return res.ids, res.err
-	case <-ctx.Done():
-		// The request may still commit; the caller's retry with the same
-		// transaction ID finds it.
-		return nil, ctx.Err()
-	}
+	return res.ids, res.err
 }
 
 func (rs *Roomserver) parse(version, eventID string, js []byte, redacted bool) (gomatrixserverlib.PDU, error) {
@@ -241,13 +236,9 @@ func (rs *Roomserver) MakeEvent(ctx context.Context, roomID string, ne NewEvent)
 		}
 		return nil
 	}}
-	if err := r.enqueue(ctx, req); err != nil {
+	res, err := r.call(ctx, req)
+	if err != nil {
 		return nil, "", err
 	}
-	select {
-	case res := <-req.done:
-		return proto, version, res.err
-	case <-ctx.Done():
-		return nil, "", ctx.Err()
-	}
+	return proto, version, res.err
 }
