@@ -58,6 +58,7 @@ type DB struct {
 	// walPages is the WAL's size after the last commit (see lead).
 	walPages atomic.Int64
 	compact  []byte
+	recent   recentTxns
 }
 
 type writeReq struct {
@@ -74,6 +75,10 @@ type Tx struct {
 	// not prepared yet: a transaction that inputs thousands of events (a
 	// remote join) must not parse each query thousands of times.
 	local map[string]*sql.Stmt
+	// what recentTxns learns once this commits: the transactions stored,
+	// and the first and newest events
+	txns                  []txnNote
+	firstEvent, lastEvent int64
 }
 
 // stmt returns a prepared form of q for this transaction, or nil if q
@@ -450,10 +455,12 @@ func (db *DB) commit(batch []*writeReq) {
 			errs[i] = fmt.Errorf("storage: savepoint: %w", err)
 			continue
 		}
+		notes, first, last := len(tx.txns), tx.firstEvent, tx.lastEvent
 		if errs[i] = req.fn(tx); errs[i] != nil {
 			if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
 				errs[i] = errors.Join(errs[i], err)
 			}
+			tx.txns, tx.firstEvent, tx.lastEvent = tx.txns[:notes], first, last
 		}
 		if _, err := tx.Exec("RELEASE w"); err != nil {
 			errs[i] = errors.Join(errs[i], err)
@@ -470,6 +477,7 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 		return
 	}
+	db.recent.publish(tx.txns, tx.firstEvent, tx.lastEvent)
 	for i, req := range batch {
 		req.err <- errs[i]
 	}

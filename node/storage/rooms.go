@@ -296,6 +296,10 @@ func InsertEvent(tx *Tx, e *Event) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("insert event %s: %w", e.ID, err)
 	}
+	if tx.firstEvent == 0 {
+		tx.firstEvent = e.NID
+	}
+	tx.lastEvent = e.NID
 	return e.NID, nil
 }
 
@@ -469,8 +473,13 @@ const txnEventQuery = `SELECT e.event_id FROM transactions t JOIN events e ON e.
 
 // InsertTxn records the event a client transaction produced.
 func InsertTxn(tx *Tx, device string, roomNID int64, txnID string, eventNID int64) error {
-	_, err := tx.Exec(`INSERT INTO transactions (device, room_nid, txn_id, event_nid) VALUES (?, ?, ?, ?)`, deviceHash(device), roomNID, txnID, eventNID)
-	return err
+	dev := deviceHash(device)
+	if _, err := tx.Exec(`INSERT INTO transactions (device, room_nid, txn_id, event_nid) VALUES (?, ?, ?, ?)`, dev, roomNID, txnID, eventNID); err != nil {
+		return err
+	}
+	// A copy: txnID may share memory with the whole request.
+	tx.txns = append(tx.txns, txnNote{eventNID, recentTxn{dev, strings.Clone(txnID)}})
+	return nil
 }
 
 // deviceHash keys a device by 64 bits of SHA-256: collisions between the

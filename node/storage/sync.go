@@ -744,7 +744,19 @@ func (ss *SyncSnapshot) TxnIDs(device string, roomNID int64, eventNIDs []int64) 
 	if len(eventNIDs) == 0 || device == "" {
 		return nil, nil
 	}
-	return scanNames(ss.stmt(stTxnIDs).QueryContext(ss.ctx, deviceHash(device), roomNID, jsonInts(eventNIDs)))
+	dev := deviceHash(device)
+	found, unknown := ss.s.db.recent.lookup(dev, eventNIDs)
+	if len(unknown) == 0 {
+		return found, nil
+	}
+	read, err := scanNames(ss.stmt(stTxnIDs).QueryContext(ss.ctx, dev, roomNID, jsonInts(unknown)))
+	if err != nil || len(found) == 0 {
+		return read, err
+	}
+	for nid, t := range read {
+		found[nid] = t
+	}
+	return found, nil
 }
 
 func jsonStrings(ss []string) string {
