@@ -365,15 +365,21 @@ func (db *DB) lead() {
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	db.lastWrite = time.Now()
-	if len(db.pending) == 0 {
-		db.pending = nil // the batch's array, with its requests, can go
-		db.leading = false
-		if db.walPages.Load() >= checkpointIdle {
-			db.idle.Reset(checkpointAfter)
-		}
+	if len(db.pending) == 0 && db.walPages.Load() >= checkpointIdle {
+		db.idle.Reset(checkpointAfter)
+	}
+	db.handOff()
+}
+
+// handOff ends a turn at committing, with wmu held: the first write
+// waiting takes it, or nobody.
+func (db *DB) handOff() {
+	if len(db.pending) > 0 {
+		db.pending[0].err <- errLead
 		return
 	}
-	db.pending[0].err <- errLead
+	db.pending = nil // the last batch's array, with its requests, can go
+	db.leading = false
 }
 
 // idleCheckpoint runs once writes have paused for checkpointAfter: SQLite
@@ -392,11 +398,7 @@ func (db *DB) idleCheckpoint() {
 	db.checkpoint()
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
-	if len(db.pending) == 0 {
-		db.leading = false
-		return
-	}
-	db.pending[0].err <- errLead
+	db.handOff()
 }
 
 // When the node checkpoints: after checkpointAfter without writes once

@@ -128,12 +128,14 @@ func TestUnpackIntoMatchesUnpack(t *testing.T) {
 	}
 }
 
-// openSyncStore opens a database in a temporary directory with the
-// rooms' and user data's tables, and its sync store; both close when the
-// test ends.
+// openSyncStore opens a database (at opts.Path, or in a temporary
+// directory) with the rooms' and user data's tables, and its sync store;
+// both close when the test ends.
 func openSyncStore(t *testing.T, opts Options) (*DB, *SyncStore) {
 	t.Helper()
-	opts.Path = filepath.Join(t.TempDir(), "h.db")
+	if opts.Path == "" {
+		opts.Path = filepath.Join(t.TempDir(), "h.db")
+	}
 	db, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -18,24 +18,6 @@ import (
 func TestTxnIDsOfEvents(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "h.db")
-	open := func() (*DB, *SyncStore) {
-		db, err := Open(Options{Path: path})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		for _, m := range []func() error{db.MigrateRooms, db.MigrateUserData} {
-			if err := m(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ss, err := db.SyncStore()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ss.Close() })
-		return db, ss
-	}
 	var room int64
 	n := 0
 	// send stores an event, with a transaction of device's if txn != "".
@@ -68,7 +50,7 @@ func TestTxnIDsOfEvents(t *testing.T) {
 		}
 	}
 
-	db, ss := open()
+	db, ss := openSyncStore(t, Options{Path: path})
 	var e1, e2, e3 int64
 	err := db.Write(ctx, func(tx *Tx) (err error) {
 		if room, err = InsertRoom(tx, "!r:x", "11"); err != nil {
@@ -151,7 +133,7 @@ func TestTxnIDsOfEvents(t *testing.T) {
 	// A new process remembers nothing yet: all from the table.
 	ss.Close()
 	db.Close()
-	_, ss = open()
+	_, ss = openSyncStore(t, Options{Path: path})
 	want(ss, "D", all, map[int64]string{e1: "a"})
 	want(ss, "E", all, map[int64]string{e3: "c"})
 }
