@@ -64,16 +64,22 @@ func (f *Federation) fanout(cursor int64) {
 		saved = at
 	}
 	defer func() { flush(context.Background()) }()
+	// failed tells whether the fan-out is stopping, or else logs err and
+	// retries in a second.
+	failed := func(err error) bool {
+		if f.ctx.Err() != nil {
+			return true
+		}
+		f.log.Error("queueing events", "err", err)
+		retry.Reset(time.Second)
+		return false
+	}
 	read := true // the stream may hold rows nobody announced (a restart)
 	for {
 		if read {
 			var err error
-			if cursor, saved, err = f.fanoutOnce(cursor, saved); err != nil {
-				if f.ctx.Err() != nil {
-					return
-				}
-				f.log.Error("queueing events", "err", err)
-				retry.Reset(time.Second)
+			if cursor, saved, err = f.fanoutOnce(cursor, saved); err != nil && failed(err) {
+				return
 			}
 		}
 		if cursor != saved && !saving {
@@ -90,12 +96,8 @@ func (f *Federation) fanout(cursor int64) {
 				break
 			}
 			var err error
-			if cursor, saved, err = f.fanoutRows(rows, last, cursor, saved); err != nil {
-				if f.ctx.Err() != nil {
-					return
-				}
-				f.log.Error("queueing events", "err", err)
-				retry.Reset(time.Second)
+			if cursor, saved, err = f.fanoutRows(rows, last, cursor, saved); err != nil && failed(err) {
+				return
 			}
 		case <-retry.C:
 			read = true
@@ -228,9 +230,7 @@ func (f *Federation) fanoutRows(rows []storage.FedStreamRow, last, cursor, saved
 	}
 	for name, n := range counts {
 		d := f.destination(name)
-		if d.addQueued(n) > f.cfg.MaxQueuedPDUs {
-			f.trim(d)
-		}
+		f.queued(d, n)
 		f.kick(d)
 	}
 	return last, saved, nil
@@ -596,6 +596,14 @@ func (f *Federation) safeCursor(pos int64) int64 {
 	return pos
 }
 
+// queued counts n more PDUs queued for d, trimming its queue once past
+// MaxQueuedPDUs.
+func (f *Federation) queued(d *destination, n int) {
+	if d.addQueued(n) > f.cfg.MaxQueuedPDUs {
+		f.trim(d)
+	}
+}
+
 // sender sends d's queue, one transaction at a time, oldest first, after
 // first, a direct send (or nil). On failure it backs off exponentially
 // (MinBackoff up to MaxBackoff) and keeps everything queued; after a
@@ -678,9 +686,7 @@ func (f *Federation) sendFirst(d *destination, s *directSend) error {
 			f.log.Warn("queueing events whose sending failed", "dest", d.name, "err", qerr)
 			return err
 		}
-		if d.addQueued(len(s.items)) > f.cfg.MaxQueuedPDUs {
-			f.trim(d)
-		}
+		f.queued(d, len(s.items))
 	}
 	f.release(s.from)
 	return err

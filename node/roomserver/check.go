@@ -50,16 +50,11 @@ func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, eve
 			out[i].Refused = unsupported.Error()
 			return
 		}
-		ctx, signed := WithSignedHash(ctx)
-		pdu, err := checkEvent(ctx, verImpl, events[i], verifier)
+		pdu, id, err := checkEvent(ctx, verImpl, events[i], verifier)
 		if err != nil {
 			out[i].Refused = err.Error()
 			return
 		}
-		// The verifier hashed what the ID is the hash of: taking it from
-		// there spares gomatrixserverlib redacting, re-encoding and
-		// canonicalising the event once more (pdu.EventID).
-		id := signedEventID(verImpl, signed)
 		if id == "" {
 			id = pdu.EventID()
 		}
@@ -98,23 +93,27 @@ func supportedVersion(version gomatrixserverlib.RoomVersion) (gomatrixserverlib.
 }
 
 // checkEvent parses another server's event and checks its hashes and
-// signatures. An event whose content hash fails is redacted by parsing,
-// as the spec says; a bad signature is refused.
-func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (gomatrixserverlib.PDU, error) {
+// signatures, and returns its ID if the signature check gave it ("" if
+// not). An event whose content hash fails is redacted by parsing, as the
+// spec says; a bad signature is refused.
+func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (pdu gomatrixserverlib.PDU, id string, err error) {
 	if len(js) > MaxEventSize {
-		return nil, ErrTooLarge
+		return nil, "", ErrTooLarge
 	}
-	pdu, err := verImpl.NewEventFromUntrustedJSON(js)
-	if err != nil {
-		return nil, &BadEventError{Reason: err.Error()}
+	if pdu, err = verImpl.NewEventFromUntrustedJSON(js); err != nil {
+		return nil, "", &BadEventError{Reason: err.Error()}
 	}
 	if verifier == nil {
-		return nil, errors.New("roomserver: no signature verifier configured")
+		return nil, "", errors.New("roomserver: no signature verifier configured")
 	}
+	// The verifier hashes what the ID is the hash of: taking the ID from
+	// there spares gomatrixserverlib redacting, re-encoding and
+	// canonicalising the event once more (pdu.EventID).
+	ctx, signed := WithSignedHash(ctx)
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, verifier, userIDForSender); err != nil {
-		return nil, &BadEventError{Reason: "signatures: " + err.Error()}
+		return nil, "", &BadEventError{Reason: "signatures: " + err.Error()}
 	}
-	return pdu, nil
+	return pdu, signedEventID(verImpl, signed), nil
 }
 
 // verifyElsewhere is Verify through the Checker. It reports false when

@@ -330,14 +330,13 @@ func (rs *Roomserver) parseUntrusted(ctx context.Context, in InputEvent) (gomatr
 	if err != nil {
 		return nil, err
 	}
-	ctx, signed := WithSignedHash(ctx)
-	pdu, err := checkEvent(ctx, verImpl, in.JSON, rs.cfg.Verifier)
+	pdu, id, err := checkEvent(ctx, verImpl, in.JSON, rs.cfg.Verifier)
 	if err != nil {
 		return nil, err
 	}
 	// Parsing the checked event again with the ID its signature check
 	// hashed costs a fifth of working the ID out once more.
-	if id := signedEventID(verImpl, signed); id != "" {
+	if id != "" {
 		return verImpl.NewEventFromTrustedJSONWithEventID(id, pdu.JSON(), pdu.Redacted())
 	}
 	pdu.EventID() // remembered by the event
