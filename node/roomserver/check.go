@@ -2,7 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -70,16 +69,10 @@ func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, eve
 // reference hashes.
 func signedEventID(verImpl gomatrixserverlib.IRoomVersion, signed *SignedHash) string {
 	sum, ok := signed.Sum()
-	if !ok || verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 {
+	if !ok {
 		return ""
 	}
-	switch verImpl.EventIDFormat() {
-	case gomatrixserverlib.EventIDFormatV2:
-		return "$" + base64.RawStdEncoding.EncodeToString(sum[:])
-	case gomatrixserverlib.EventIDFormatV3:
-		return "$" + base64.RawURLEncoding.EncodeToString(sum[:])
-	}
-	return ""
+	return eventIDOf(verImpl, sum)
 }
 
 // supportedVersion is the implementation of a room version this server
