@@ -23,7 +23,6 @@ import { join } from 'node:path'
 import { startHearth, repoRoot, nodeRequest as nat, historyRoom } from '../testlib/hearth.mjs'
 
 const N = +(process.argv[2] || 10000)
-const enc = encodeURIComponent
 const cleanups = []
 const t = { after: (f) => cleanups.push(f) }
 
