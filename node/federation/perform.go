@@ -158,7 +158,7 @@ func (f *Federation) joinVia(ctx context.Context, server, roomID, userID string,
 		return httputil.Errf(502, "M_UNKNOWN", server+" offered a malformed join event")
 	}
 	proto.Content = mergeContent(proto.Content, content)
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.PrivateKey)
+	ev, err := roomserver.SignEvent(verImpl, verImpl.NewEventBuilderFromProtoEvent(&proto), time.Now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.PrivateKey)
 	if err != nil {
 		return httputil.Errf(502, "M_UNKNOWN", "building the join from "+server+": "+err.Error())
 	}
@@ -277,7 +277,7 @@ func (f *Federation) PerformInvite(ctx context.Context, roomID, inviter, invitee
 		return matrixError(err)
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.PrivateKey)
+	ev, err := roomserver.SignEvent(verImpl, verImpl.NewEventBuilderFromProtoEvent(proto), time.Now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.PrivateKey)
 	if err != nil {
 		return matrixError(&roomserver.BadEventError{Reason: err.Error()})
 	}

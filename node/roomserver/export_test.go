@@ -22,6 +22,3 @@ func (rs *Roomserver) Hold(ctx context.Context, roomID string) (release func(), 
 	<-held
 	return func() { close(free); <-req.done }, nil
 }
-
-// SignEvent is signEvent, which tests hold to EventBuilder.Build.
-var SignEvent = signEvent

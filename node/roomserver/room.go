@@ -776,7 +776,7 @@ func (r *room) build(ne NewEvent, prev []string, depth int64) (gomatrixserverlib
 	if err != nil {
 		return nil, err
 	}
-	ev, err := signEvent(r.ver, eb, time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
+	ev, err := SignEvent(r.ver, eb, time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
 	var ve gomatrixserverlib.EventValidationError
 	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
 		return nil, ErrTooLarge

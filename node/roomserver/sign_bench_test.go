@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkSign builds and signs a message as a send does: with
-// gomatrixserverlib's EventBuilder.Build, and with signEvent.
+// gomatrixserverlib's EventBuilder.Build, and with SignEvent.
 func BenchmarkSign(b *testing.B) {
 	_, key, _ := ed25519.GenerateKey(nil)
 	verImpl := gomatrixserverlib.MustGetRoomVersion(roomserver.StableVersions[0])
@@ -34,7 +34,7 @@ func BenchmarkSign(b *testing.B) {
 			ev.EventID()
 		}
 	})
-	b.Run("signEvent", func(b *testing.B) {
+	b.Run("SignEvent", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := roomserver.SignEvent(verImpl, proto(), time.Now(), "a.test", "ed25519:a", key); err != nil {
 				b.Fatal(err)

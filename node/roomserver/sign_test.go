@@ -13,7 +13,7 @@ import (
 	"hearth/node/roomserver"
 )
 
-// signCase is an event to build: signEvent must give what
+// signCase is an event to build: SignEvent must give what
 // gomatrixserverlib's EventBuilder.Build gives, byte for byte, or refuse
 // what it refuses.
 type signCase struct {
@@ -76,13 +76,13 @@ func TestSignEventAgreesWithBuild(t *testing.T) {
 				want, wantErr := proto().Build(now, origin, keyID, key)
 				got, err := roomserver.SignEvent(verImpl, proto(), now, origin, keyID, key)
 				if (err != nil) != (wantErr != nil) {
-					t.Fatalf("signEvent: %v; Build: %v", err, wantErr)
+					t.Fatalf("SignEvent: %v; Build: %v", err, wantErr)
 				}
 				if err != nil {
 					return
 				}
 				if !bytes.Equal(got.JSON(), want.JSON()) {
-					t.Fatalf("signEvent gave\n%s\nBuild gave\n%s", got.JSON(), want.JSON())
+					t.Fatalf("SignEvent gave\n%s\nBuild gave\n%s", got.JSON(), want.JSON())
 				}
 				if got.EventID() != want.EventID() {
 					t.Fatalf("event ID %s, Build's %s", got.EventID(), want.EventID())
@@ -92,7 +92,7 @@ func TestSignEventAgreesWithBuild(t *testing.T) {
 	}
 }
 
-// FuzzSignEvent holds signEvent to Build on any content, type and state key.
+// FuzzSignEvent holds SignEvent to Build on any content, type and state key.
 func FuzzSignEvent(f *testing.F) {
 	for _, c := range signCases() {
 		sk := ""
@@ -119,10 +119,10 @@ func FuzzSignEvent(f *testing.F) {
 		want, wantErr := proto().Build(now, origin, keyID, key)
 		got, err := roomserver.SignEvent(verImpl, proto(), now, origin, keyID, key)
 		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("signEvent: %v; Build: %v", err, wantErr)
+			t.Fatalf("SignEvent: %v; Build: %v", err, wantErr)
 		}
 		if err == nil && (!bytes.Equal(got.JSON(), want.JSON()) || got.EventID() != want.EventID()) {
-			t.Fatalf("signEvent gave %s %s, Build %s %s", got.EventID(), got.JSON(), want.EventID(), want.JSON())
+			t.Fatalf("SignEvent gave %s %s, Build %s %s", got.EventID(), got.JSON(), want.EventID(), want.JSON())
 		}
 	})
 }
