@@ -23,11 +23,17 @@ export function onState (f) {
 }
 
 // since turns a status's boot marks (ms since the epoch, taken in the
-// worker) into ms since this page's navigation started.
+// worker) into ms since this page's navigation started, with the page's
+// own: the previous page unloaded, its HTML arrived, and the node worker
+// was created (index.html).
 function since (status) {
   if (!status || !status.marks) return status
   const t0 = performance.timeOrigin
   const page = Object.fromEntries(Object.entries(status.marks).map(([k, v]) => [k, Math.round(v - t0)]))
+  const nav = performance.getEntriesByType('navigation')[0]
+  if (nav && nav.unloadEventEnd) page.prev_unloaded = Math.round(nav.unloadEventEnd)
+  if (nav) page.html = Math.round(nav.responseEnd)
+  if (window.hearthWorkerCreated !== undefined) page.worker_created = Math.round(window.hearthWorkerCreated)
   return { ...status, page_marks: page }
 }
 
