@@ -92,20 +92,21 @@ func TestSignEventAgreesWithBuild(t *testing.T) {
 	}
 }
 
-// FuzzSignEvent holds SignEvent to Build on any content, type and state key.
+// FuzzSignEvent holds SignEvent to Build on any room version, content,
+// type and state key.
 func FuzzSignEvent(f *testing.F) {
 	for _, c := range signCases() {
 		sk := ""
 		if c.stateKey != nil {
 			sk = *c.stateKey
 		}
-		f.Add(c.typ, sk, c.stateKey != nil, []byte(c.content))
+		f.Add(byte(0), c.typ, sk, c.stateKey != nil, []byte(c.content))
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
 	origin, keyID := spec.ServerName("a.test"), gomatrixserverlib.KeyID("ed25519:a")
 	now := time.UnixMilli(1_700_000_000_123)
-	verImpl := gomatrixserverlib.MustGetRoomVersion(roomserver.StableVersions[0])
-	f.Fuzz(func(t *testing.T, typ, stateKey string, state bool, content []byte) {
+	f.Fuzz(func(t *testing.T, version byte, typ, stateKey string, state bool, content []byte) {
+		verImpl := gomatrixserverlib.MustGetRoomVersion(roomserver.SupportedVersions[int(version)%len(roomserver.SupportedVersions)])
 		var sk *string
 		if state {
 			sk = &stateKey
