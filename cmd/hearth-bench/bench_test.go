@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,17 @@ func TestSpawnedRun(t *testing.T) {
 	}
 	if r.DataBytes <= 0 {
 		t.Errorf("database size not measured")
+	}
+	if _, err := os.Stat("/proc/self/task"); err == nil { // CPU times come from /proc
+		for name, v := range map[string]float64{
+			"node CPU a sequential send": r.SeqNodeCPUMS, "bench CPU a sequential send": r.SeqBenchCPUMS,
+			"node CPU a concurrent send": r.ConcNodeCPUMS, "bench CPU a concurrent send": r.ConcBenchCPUMS,
+			"node CPU a page": r.PageNodeCPUMS, "bench CPU a page": r.PageBenchCPUMS,
+		} {
+			if v <= 0 {
+				t.Errorf("%s not measured: %v", name, v)
+			}
+		}
 	}
 
 	var out bytes.Buffer

@@ -50,22 +50,24 @@ func startCPU(node *spawned) *cpuMeter {
 	return m
 }
 
-// perPage returns the node's and the bench's CPU milliseconds per page
-// since the meter started (the node's is 0 when it is not ours).
-func (m *cpuMeter) perPage(pages int) (node, self float64) {
-	if pages == 0 {
+// per returns the node's and the bench's CPU milliseconds per unit of
+// work (a page, a send) since the meter started (the node's is 0 when it
+// is not ours).
+func (m *cpuMeter) per(n int) (node, self float64) {
+	if n == 0 {
 		return 0, 0
 	}
 	if m.nodePID != "" {
-		node = ms(processCPU(m.nodePID)-m.node) / float64(pages)
+		node = ms(processCPU(m.nodePID)-m.node) / float64(n)
 	}
-	return node, ms(processCPU("self")-m.self) / float64(pages)
+	return node, ms(processCPU("self")-m.self) / float64(n)
 }
 
-func (m *cpuMeter) String(pages int) string {
-	node, self := m.perPage(pages)
+// String reports per(n) for units of work named unit ("page").
+func (m *cpuMeter) String(n int, unit string) string {
+	node, self := m.per(n)
 	if m.nodePID == "" {
-		return fmt.Sprintf("bench CPU %.3f ms/page", self)
+		return fmt.Sprintf("bench CPU %.3f ms/%s", self, unit)
 	}
-	return fmt.Sprintf("node CPU %.3f ms/page, bench CPU %.3f ms/page", node, self)
+	return fmt.Sprintf("node CPU %.3f ms/%s, bench CPU %.3f ms/%s", node, unit, self, unit)
 }

@@ -142,15 +142,21 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	done()
 	var err error
 	done = step(fmt.Sprintf("%d sequential sends", cfg.Seq))
+	cpu := startCPU(node)
 	if r.SeqPerS, err = b.sequential(ctx, cfg.Seq); err != nil {
 		return r, err
 	}
+	r.SeqNodeCPUMS, r.SeqBenchCPUMS = cpu.per(cfg.Seq)
 	done()
+	fmt.Fprintf(os.Stderr, "  %s\n", cpu.String(cfg.Seq, "send"))
 	done = step(fmt.Sprintf("%d×%d concurrent sends", cfg.Workers, cfg.PerWork))
+	cpu = startCPU(node)
 	if r.ConcPerS, err = b.concurrent(ctx, cfg.PerWork); err != nil {
 		return r, err
 	}
+	r.ConcNodeCPUMS, r.ConcBenchCPUMS = cpu.per(cfg.Workers * cfg.PerWork)
 	done()
+	fmt.Fprintf(os.Stderr, "  %s\n", cpu.String(cfg.Workers*cfg.PerWork, "send"))
 	done = step(fmt.Sprintf("%d send→sync deliveries", cfg.Latency))
 	p50, p95, err := b.delivery(ctx, cfg.Latency)
 	if err != nil {
@@ -166,14 +172,14 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.InitialSyncMS = ms(d)
 	done()
 	done = step("back-pagination")
-	cpu := startCPU(node)
+	cpu = startCPU(node)
 	pg, err := b.paginate(ctx)
 	if err != nil {
 		return r, err
 	}
-	r.PageNodeCPUMS, r.PageBenchCPUMS = cpu.perPage(pg.Pages)
+	r.PageNodeCPUMS, r.PageBenchCPUMS = cpu.per(pg.Pages)
 	done()
-	fmt.Fprintf(os.Stderr, "walk 1: %.0f pages/s, %s\n", pg.PagesPerS, cpu.String(pg.Pages))
+	fmt.Fprintf(os.Stderr, "walk 1: %.0f pages/s, %s\n", pg.PagesPerS, cpu.String(pg.Pages, "page"))
 	for i := 2; i <= cfg.Walks; i++ {
 		cpu := startCPU(node)
 		again, err := b.paginate(ctx)
@@ -184,7 +190,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 			return r, fmt.Errorf("walk %d: %d events missing, %d duplicated, reached the top: %v",
 				i, len(again.Missing), len(again.Duplicates), again.ReachedTop)
 		}
-		fmt.Fprintf(os.Stderr, "walk %d: %.0f pages/s, %s\n", i, again.PagesPerS, cpu.String(again.Pages))
+		fmt.Fprintf(os.Stderr, "walk %d: %.0f pages/s, %s\n", i, again.PagesPerS, cpu.String(again.Pages, "page"))
 	}
 	r.Pages, r.PagesPerS, r.PagedEvents = pg.Pages, pg.PagesPerS, pg.Events
 	r.Sent, r.Missing, r.Duplicates = len(b.sent), len(pg.Missing), len(pg.Duplicates)

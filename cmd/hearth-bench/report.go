@@ -10,12 +10,19 @@ import (
 // results is what one run measured; zero means "not measured". The JSON
 // names are what scripts (and the README's table) read.
 type results struct {
-	SeqPerS       float64 `json:"seq_sends_per_s"`
-	ConcPerS      float64 `json:"concurrent_sends_per_s"`
-	SyncP50MS     float64 `json:"send_to_sync_p50_ms"`
-	SyncP95MS     float64 `json:"send_to_sync_p95_ms"`
-	InitialSyncMS float64 `json:"initial_sync_ms"`
-	PagesPerS     float64 `json:"messages_pages_per_s"`
+	SeqPerS  float64 `json:"seq_sends_per_s"`
+	ConcPerS float64 `json:"concurrent_sends_per_s"`
+	// CPU milliseconds per send of the node (when spawned) and of the
+	// bench client, in each send phase: like the per-page figures below,
+	// steadier than sends/s on a busy machine.
+	SeqNodeCPUMS   float64 `json:"seq_node_cpu_ms_per_send,omitempty"`
+	SeqBenchCPUMS  float64 `json:"seq_bench_cpu_ms_per_send,omitempty"`
+	ConcNodeCPUMS  float64 `json:"concurrent_node_cpu_ms_per_send,omitempty"`
+	ConcBenchCPUMS float64 `json:"concurrent_bench_cpu_ms_per_send,omitempty"`
+	SyncP50MS      float64 `json:"send_to_sync_p50_ms"`
+	SyncP95MS      float64 `json:"send_to_sync_p95_ms"`
+	InitialSyncMS  float64 `json:"initial_sync_ms"`
+	PagesPerS      float64 `json:"messages_pages_per_s"`
 	// CPU milliseconds per /messages page of the node (when spawned) and
 	// of the bench client: steadier than pages/s on a busy machine.
 	PageNodeCPUMS    float64 `json:"messages_node_cpu_ms_per_page,omitempty"`
