@@ -759,7 +759,7 @@ func (r *room) storeLocal(tx *storage.Tx, ev gomatrixserverlib.PDU, ne NewEvent)
 // buildAllowed builds a local event on prev and checks it against the
 // current state.
 func (r *room) buildAllowed(ne NewEvent, prev []string, depth int64) (gomatrixserverlib.PDU, error) {
-	ev, err := r.build(ne, prev, depth)
+	ev, err := r.build(ne, prev, depth, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -770,13 +770,13 @@ func (r *room) buildAllowed(ne NewEvent, prev []string, depth int64) (gomatrixse
 }
 
 // build makes a signed event on top of prev, the room's forward
-// extremities at depth.
-func (r *room) build(ne NewEvent, prev []string, depth int64) (gomatrixserverlib.PDU, error) {
+// extremities at depth, stamped now.
+func (r *room) build(ne NewEvent, prev []string, depth int64, now time.Time) (gomatrixserverlib.PDU, error) {
 	eb, err := r.builder(ne, prev, depth)
 	if err != nil {
 		return nil, err
 	}
-	ev, err := SignEvent(r.ver, eb, time.Now(), r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
+	ev, err := SignEvent(r.ver, eb, now, r.rs.cfg.ServerName, r.rs.cfg.KeyID, r.rs.cfg.PrivateKey)
 	var ve gomatrixserverlib.EventValidationError
 	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
 		return nil, ErrTooLarge

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -32,6 +33,8 @@ type Roomserver struct {
 	pdus   pduCache
 	refsMu sync.Mutex
 	refs   map[string]roomRef
+
+	lastCreate int64 // the newest create event's origin_server_ts; guarded by mu
 }
 
 // New opens the roomserver on db, migrating its tables.
@@ -96,6 +99,17 @@ func (rs *Roomserver) startRoom(row *storage.Room) *room {
 	return r
 }
 
+// createTime is when a new room's create event says it was made: a
+// millisecond after the last one at least. In versions whose room IDs
+// are the hash of the create event, two rooms one creator makes alike
+// within a millisecond would otherwise be one event, and one room ID.
+func (rs *Roomserver) createTime() time.Time {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.lastCreate = max(time.Now().UnixMilli(), rs.lastCreate+1)
+	return time.UnixMilli(rs.lastCreate)
+}
+
 // CreateRoom creates a room of the given version (DefaultRoomVersion if
 // empty): the create event with createContent (room_version, and the
 // creator where the version needs it, are filled in), then evs in order,
@@ -135,7 +149,7 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, version gomatrixserverlib.
 	var outs []Output
 	err = rs.db.Write(ctx, func(tx *storage.Tx) error {
 		outs = nil
-		ev, err := r.build(create, nil, 0)
+		ev, err := r.build(create, nil, 0, rs.createTime())
 		if err != nil {
 			return err
 		}

@@ -402,3 +402,23 @@ func TestConcurrentSendsFormAConsistentDAG(t *testing.T) {
 		t.Fatal("last event missing")
 	}
 }
+
+// Rooms whose IDs are the hash of their create event (version 12) stay
+// apart when one creator makes several alike within a millisecond: each
+// create event gets a later timestamp than the last.
+func TestRoomsCreatedAtOnceGetTheirOwnIDs(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	alice := "@alice:" + server
+	seen := map[string]bool{}
+	for range 20 {
+		id, err := h.rs.CreateRoom(ctx, gomatrixserverlib.RoomVersionV12, alice, nil, []roomserver.NewEvent{member(alice, alice, "join")})
+		if err != nil {
+			t.Fatalf("room %d: %v", len(seen)+1, err)
+		}
+		if seen[id] {
+			t.Fatalf("room ID %s handed out twice", id)
+		}
+		seen[id] = true
+	}
+}
