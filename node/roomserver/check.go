@@ -62,19 +62,6 @@ func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, eve
 	return out
 }
 
-// signedEventID is the ID of an event whose signatures were checked with
-// signed in the context: its reference hash is what the verifier hashed
-// (see SignedHash), encoded as gomatrixserverlib encodes it. It is ""
-// when the verifier recorded no one hash, or the version's IDs are not
-// reference hashes.
-func signedEventID(verImpl gomatrixserverlib.IRoomVersion, signed *SignedHash) string {
-	sum, ok := signed.Sum()
-	if !ok {
-		return ""
-	}
-	return eventIDOf(verImpl, sum)
-}
-
 // supportedVersion is the implementation of a room version this server
 // takes events in.
 func supportedVersion(version gomatrixserverlib.RoomVersion) (gomatrixserverlib.IRoomVersion, error) {
@@ -99,14 +86,17 @@ func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	if verifier == nil {
 		return nil, "", errors.New("roomserver: no signature verifier configured")
 	}
-	// The verifier hashes what the ID is the hash of: taking the ID from
-	// there spares gomatrixserverlib redacting, re-encoding and
-	// canonicalising the event once more (pdu.EventID).
+	// The verifier hashes what the ID is the hash of (see SignedHash):
+	// taking the ID from there spares gomatrixserverlib redacting,
+	// re-encoding and canonicalising the event once more (pdu.EventID).
 	ctx, signed := WithSignedHash(ctx)
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, verifier, userIDForSender); err != nil {
 		return nil, "", &BadEventError{Reason: "signatures: " + err.Error()}
 	}
-	return pdu, signedEventID(verImpl, signed), nil
+	if sum, ok := signed.Sum(); ok {
+		id = eventIDOf(verImpl, sum)
+	}
+	return pdu, id, nil
 }
 
 // verifyElsewhere is Verify through the Checker. It reports false when

@@ -10,7 +10,7 @@ import (
 )
 
 // TestWriterCheckpointsWhenIdle: commits never checkpoint by themselves;
-// once writes stop, the writer copies the WAL into the database file, and
+// once writes stop, the node copies the WAL into the database file, and
 // everything written reads back.
 func TestWriterCheckpointsWhenIdle(t *testing.T) {
 	ctx := context.Background()
@@ -44,7 +44,7 @@ func TestWriterCheckpointsWhenIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// SQLite alone would have checkpointed at 1,000 pages; the writer has
+	// SQLite alone would have checkpointed at 1,000 pages; the node has
 	// not yet (it waits to be idle): the rows are all in the WAL.
 	if pages := db.walPages.Load(); pages < checkpointIdle {
 		t.Fatalf("WAL at %d pages after %d page-sized commits", pages, n)

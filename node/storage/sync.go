@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 )
 
 // Sync's read side. Sync only reads the roomserver's tables (stream,
@@ -753,9 +754,7 @@ func (ss *SyncSnapshot) TxnIDs(device string, roomNID int64, eventNIDs []int64) 
 	if err != nil || len(found) == 0 {
 		return read, err
 	}
-	for nid, t := range read {
-		found[nid] = t
-	}
+	maps.Copy(found, read)
 	return found, nil
 }
 
