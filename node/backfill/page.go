@@ -178,7 +178,7 @@ func parse(pdus []json.RawMessage, version gomatrixserverlib.RoomVersion, roomID
 	}
 	out := make([]gomatrixserverlib.PDU, 0, len(pdus))
 	for _, js := range pdus {
-		ev, err := verImpl.NewEventFromUntrustedJSON(js)
+		ev, err := roomserver.ParseUntrusted(verImpl, js)
 		if err == nil && ev.RoomID().String() == roomID {
 			out = append(out, ev)
 		}

@@ -89,7 +89,7 @@ func (f *Federation) sendMembership(r *http.Request, origin string, body []byte,
 	if err := f.mustBeResident(ctx, roomID); err != nil {
 		return nil, err
 	}
-	ev, err := gomatrixserverlib.MustGetRoomVersion(version).NewEventFromUntrustedJSON(body)
+	ev, err := roomserver.ParseUntrusted(gomatrixserverlib.MustGetRoomVersion(version), body)
 	if err != nil {
 		return nil, httputil.BadJSON("invalid event: " + err.Error())
 	}
@@ -197,7 +197,7 @@ func (f *Federation) handleInvite(r *http.Request, origin string, body []byte) (
 	if !slices.Contains(roomserver.SupportedVersions, req.RoomVersion) {
 		return nil, &versionError{Version: string(req.RoomVersion)}
 	}
-	ev, err := gomatrixserverlib.MustGetRoomVersion(req.RoomVersion).NewEventFromUntrustedJSON(req.Event)
+	ev, err := roomserver.ParseUntrusted(gomatrixserverlib.MustGetRoomVersion(req.RoomVersion), req.Event)
 	if err != nil {
 		return nil, httputil.BadJSON("invalid event: " + err.Error())
 	}

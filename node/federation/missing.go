@@ -202,7 +202,7 @@ func (f *Federation) isCreateOf(g *gap, p probe, raw []byte) bool {
 	if err != nil {
 		return false
 	}
-	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+	ev, err := roomserver.ParseUntrusted(verImpl, raw)
 	return err == nil && ev.RoomID().String() == g.roomID
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"hearth/node/roomserver"
 	"hearth/node/storage"
 )
 
@@ -101,7 +102,7 @@ func parseEvents(version gomatrixserverlib.RoomVersion, roomID string, raws []sp
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
 	seen := map[string]bool{}
 	for _, raw := range raws {
-		p, err := verImpl.NewEventFromUntrustedJSON(raw)
+		p, err := roomserver.ParseUntrusted(verImpl, raw)
 		if err != nil || p.RoomID().String() != roomID || seen[p.EventID()] {
 			continue
 		}

@@ -168,7 +168,7 @@ func (f *Federation) joinVia(ctx context.Context, server, roomID, userID string,
 	}
 	if len(sj.Event) > 0 {
 		// The resident server's copy carries its signature too.
-		if p, err := verImpl.NewEventFromUntrustedJSON(sj.Event); err == nil && p.EventID() == ev.EventID() {
+		if p, err := roomserver.ParseUntrusted(verImpl, sj.Event); err == nil && p.EventID() == ev.EventID() {
 			ev = p
 		}
 	}
@@ -292,7 +292,7 @@ func (f *Federation) PerformInvite(ctx context.Context, roomID, inviter, invitee
 	if err != nil {
 		return remoteError(string(target.Domain()), err)
 	}
-	signed, err := verImpl.NewEventFromUntrustedJSON(resp.Event)
+	signed, err := roomserver.ParseUntrusted(verImpl, resp.Event)
 	if err != nil || signed.EventID() != ev.EventID() {
 		return httputil.Errf(502, "M_UNKNOWN", string(target.Domain())+" returned a different invite")
 	}

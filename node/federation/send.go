@@ -189,7 +189,7 @@ func (f *Federation) parseStored(ctx context.Context, raw []byte) gomatrixserver
 	if err != nil {
 		return nil
 	}
-	p, err := verImpl.NewEventFromUntrustedJSON(raw)
+	p, err := roomserver.ParseUntrusted(verImpl, raw)
 	if err != nil {
 		return nil
 	}

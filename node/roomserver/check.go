@@ -1,12 +1,17 @@
 package roomserver
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 // Checker checks batches of other servers' events on other threads than
@@ -40,7 +45,7 @@ const checkerMin = 16
 // CheckEvents parses events of one room version from other servers,
 // checks their hashes and signatures and works out their IDs, width at
 // once: the work a Checker does on its thread. Events are refused as
-// parseUntrusted refuses them.
+// checkEvent refuses them.
 func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, events [][]byte, verifier gomatrixserverlib.JSONVerifier, width int) []Checked {
 	out := make([]Checked, len(events))
 	verImpl, unsupported := supportedVersion(version)
@@ -49,15 +54,12 @@ func CheckEvents(ctx context.Context, version gomatrixserverlib.RoomVersion, eve
 			out[i].Refused = unsupported.Error()
 			return
 		}
-		pdu, id, err := checkEvent(ctx, verImpl, events[i], verifier)
+		c, err := checkEvent(ctx, verImpl, events[i], verifier)
 		if err != nil {
 			out[i].Refused = err.Error()
 			return
 		}
-		if id == "" {
-			id = pdu.EventID()
-		}
-		out[i] = Checked{EventID: id, JSON: pdu.JSON(), Redacted: pdu.Redacted()}
+		out[i] = c
 	})
 	return out
 }
@@ -72,31 +74,242 @@ func supportedVersion(version gomatrixserverlib.RoomVersion) (gomatrixserverlib.
 	return verImpl, nil
 }
 
-// checkEvent parses another server's event and checks its hashes and
-// signatures, and returns its ID if the signature check gave it ("" if
-// not). An event whose content hash fails is redacted by parsing, as the
-// spec says; a bad signature is refused.
-func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (pdu gomatrixserverlib.PDU, id string, err error) {
+// checkEvent checks another server's event as gomatrixserverlib's
+// NewEventFromUntrustedJSON and VerifyEventSignatures do: its JSON, its
+// content hash (an event whose hash fails is redacted, as the spec says),
+// and the signatures it must have. It returns the event as accepted, with
+// its ID; parseChecked makes it an event and checks its fields.
+//
+// Most events take checkPlain's way, which never parses the event into
+// gomatrixserverlib's struct: encoding/json's reflection was a quarter of
+// a browser check worker's time, and the roomserver parses each checked
+// event once more anyway (parseChecked). Every other event is checked by
+// gomatrixserverlib itself (checkParsed).
+func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (Checked, error) {
 	if len(js) > MaxEventSize {
-		return nil, "", ErrTooLarge
-	}
-	if pdu, err = verImpl.NewEventFromUntrustedJSON(js); err != nil {
-		return nil, "", &BadEventError{Reason: err.Error()}
+		return Checked{}, ErrTooLarge
 	}
 	if verifier == nil {
-		return nil, "", errors.New("roomserver: no signature verifier configured")
+		return Checked{}, errors.New("roomserver: no signature verifier configured")
 	}
-	// The verifier hashes what the ID is the hash of (see SignedHash):
-	// taking the ID from there spares gomatrixserverlib redacting,
-	// re-encoding and canonicalising the event once more (pdu.EventID).
+	if c, ok, err := checkPlain(ctx, verImpl, js, verifier); ok {
+		return c, err
+	}
+	return checkParsed(ctx, verImpl, js, verifier)
+}
+
+// checkParsed is checkEvent through gomatrixserverlib's parsed event.
+func checkParsed(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (Checked, error) {
+	pdu, err := ParseUntrusted(verImpl, js)
+	if err != nil {
+		return Checked{}, &BadEventError{Reason: err.Error()}
+	}
 	ctx, signed := WithSignedHash(ctx)
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, verifier, userIDForSender); err != nil {
-		return nil, "", &BadEventError{Reason: "signatures: " + err.Error()}
+		return Checked{}, &BadEventError{Reason: "signatures: " + err.Error()}
 	}
+	id := signedEventID(verImpl, signed)
+	if id == "" {
+		id = pdu.EventID()
+	}
+	return Checked{EventID: id, JSON: pdu.JSON(), Redacted: pdu.Redacted()}, nil
+}
+
+// strippedKeys are the keys NewEventFromUntrustedJSON takes out of an
+// event before anything else (servers must not send them).
+var strippedKeys = []string{"outlier", "destinations", "age_ts", "unsigned", "event_id"}
+
+// maxPlainKeys is the most top-level keys a plain event has (events have
+// a dozen): finding repeated keys among more would take quadratic time.
+const maxPlainKeys = 32
+
+// checkPlain checks, as checkParsed would, an event of a room version
+// whose event IDs are hashes if it is plain: valid JSON whose top-level
+// keys (at most maxPlainKeys) are each given once, in lower-case ASCII,
+// with a type (not m.room.member) and a sender given as strings without
+// escapes. For such an event what gjson reads is what encoding/json
+// would read, and the only server that must have signed it is its
+// sender's. ok is false if the event is not plain: checkParsed then
+// takes it as it comes.
+func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (c Checked, ok bool, err error) {
+	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 || verImpl.Version() == gomatrixserverlib.RoomVersionPseudoIDs ||
+		eventIDOf(verImpl, [sha256.Size]byte{}) == "" || !gjson.ValidBytes(js) {
+		return c, false, nil
+	}
+	root := gjson.ParseBytes(js)
+	if !root.IsObject() {
+		return c, false, nil
+	}
+	var typ, sender gjson.Result
+	var keys [maxPlainKeys]string
+	seen, plain, strip := keys[:0], true, false
+	root.ForEach(func(k, v gjson.Result) bool {
+		name, isPlain := plainKey(k.Raw)
+		if !isPlain || len(seen) == maxPlainKeys || slices.Contains(seen, name) {
+			plain = false
+			return false
+		}
+		seen = append(seen, name)
+		switch name {
+		case "type":
+			typ = v
+		case "sender":
+			sender = v
+		default:
+			strip = strip || slices.Contains(strippedKeys, name)
+		}
+		return true
+	})
+	if !plain || !plainString(typ) || typ.Str == spec.MRoomMember || !plainString(sender) {
+		return c, false, nil
+	}
+
+	if err := verImpl.CheckCanonicalJSON(js); err != nil {
+		return c, true, &BadEventError{Reason: "not canonical JSON: " + err.Error()}
+	}
+	for _, key := range strippedKeys {
+		if !strip {
+			break
+		}
+		if js, err = sjson.DeleteBytes(js, key); err != nil {
+			return c, true, &BadEventError{Reason: err.Error()}
+		}
+	}
+	c.JSON = gomatrixserverlib.CanonicalJSONAssumeValid(js)
+	// What the sender signed is the redacted event, and so is what the ID
+	// is the hash of.
+	signedJSON, err := verImpl.RedactEventJSON(c.JSON)
+	if err != nil {
+		return c, true, &BadEventError{Reason: err.Error()}
+	}
+	if !contentHashMatches(c.JSON) {
+		c.JSON, c.Redacted = gomatrixserverlib.CanonicalJSONAssumeValid(signedJSON), true
+	}
+
+	user, err := userIDForSender(spec.RoomID{}, spec.SenderID(sender.Str))
+	if err != nil {
+		return c, true, &BadEventError{Reason: "signatures: invalid sender userID: " + err.Error()}
+	}
+	ctx, signed := WithSignedHash(ctx)
+	res, err := verifier.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+		ServerName: user.Domain(), Message: signedJSON,
+		AtTS:                 spec.Timestamp(gjson.GetBytes(c.JSON, "origin_server_ts").Uint()),
+		ValidityCheckingFunc: verImpl.SignatureValidityCheck,
+	}})
+	switch {
+	case err != nil:
+		return c, true, &BadEventError{Reason: "signatures: failed to verify JSONs: " + err.Error()}
+	case len(res) != 1:
+		return c, true, &BadEventError{Reason: fmt.Sprintf("signatures: %d answers for one signature", len(res))}
+	case res[0].Error != nil:
+		return c, true, &BadEventError{Reason: "signatures: " + res[0].Error.Error()}
+	}
+	if c.EventID = signedEventID(verImpl, signed); c.EventID == "" {
+		pdu, err := verImpl.NewEventFromTrustedJSON(c.JSON, c.Redacted)
+		if err != nil {
+			return c, true, &BadEventError{Reason: err.Error()}
+		}
+		c.EventID = pdu.EventID()
+	}
+	return c, true, nil
+}
+
+// plainKey is the name of a top-level key given as raw JSON, and whether
+// it is plain: lower-case ASCII letters, digits, '.', '-' and '_' (not
+// first), with no escapes. Keys encoding/json could fold onto a field of
+// an event (upper case, the Kelvin sign, the long s) are not.
+func plainKey(raw string) (string, bool) {
+	if len(raw) < 3 || raw[0] != '"' || raw[len(raw)-1] != '"' || raw[1] == '_' {
+		return "", false
+	}
+	name := raw[1 : len(raw)-1]
+	for i := 0; i < len(name); i++ {
+		if b := name[i]; !('a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '_' || b == '.' || b == '-') {
+			return "", false
+		}
+	}
+	return name, true
+}
+
+// plainString tells whether v is a JSON string without escapes, which
+// gjson and encoding/json read alike.
+func plainString(v gjson.Result) bool {
+	return v.Type == gjson.String && len(v.Raw) == len(v.Str)+2
+}
+
+// contentHashMatches tells whether an event's content hash is the hash of
+// its canonical JSON without signatures, unsigned data and hashes, as
+// gomatrixserverlib's parsing checks it.
+func contentHashMatches(canonical []byte) bool {
+	var want spec.Base64Bytes
+	if err := want.Decode(gjson.GetBytes(canonical, "hashes.sha256").Str); err != nil {
+		return false
+	}
+	hashable := canonical
+	for _, key := range []string{"signatures", "unsigned", "hashes"} {
+		var err error
+		if hashable, err = sjson.DeleteBytes(hashable, key); err != nil {
+			return false
+		}
+	}
+	sum := sha256.Sum256(hashable)
+	return bytes.Equal(sum[:], want)
+}
+
+// signedEventID is the ID of an event whose redacted form the verifiers
+// checked signatures over, from the hash they recorded (see SignedHash):
+// "" if none did.
+func signedEventID(verImpl gomatrixserverlib.IRoomVersion, signed *SignedHash) string {
 	if sum, ok := signed.Sum(); ok {
-		id = eventIDOf(verImpl, sum)
+		return eventIDOf(verImpl, sum)
 	}
-	return pdu, id, nil
+	return ""
+}
+
+// parseChecked makes an event checkEvent accepted into the event the
+// roomserver stores, with the ID the check worked out, and checks its
+// fields (IDs, sizes) as gomatrixserverlib's parsing does.
+func parseChecked(verImpl gomatrixserverlib.IRoomVersion, c Checked) (gomatrixserverlib.PDU, error) {
+	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(c.EventID, c.JSON, c.Redacted)
+	if err == nil {
+		err = roomIDParses(pdu)
+	}
+	if err == nil {
+		err = gomatrixserverlib.CheckFields(pdu)
+	}
+	if err != nil {
+		return nil, &BadEventError{Reason: err.Error()}
+	}
+	return pdu, nil
+}
+
+// ParseUntrusted parses an event from another server as
+// gomatrixserverlib's NewEventFromUntrustedJSON does, without checking its
+// signatures (Verify does that): for reading what the event says before
+// it is verified. It also refuses an event whose room ID does not parse,
+// whose RoomID would panic.
+func ParseUntrusted(verImpl gomatrixserverlib.IRoomVersion, js []byte) (gomatrixserverlib.PDU, error) {
+	pdu, err := verImpl.NewEventFromUntrustedJSON(js)
+	if err == nil {
+		err = roomIDParses(pdu)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pdu, nil
+}
+
+// roomIDParses checks what gomatrixserverlib's parsing lets through and
+// its events' RoomID then panics on: a room ID that is no room ID ("!:").
+// Unchecked, one such event from another server would crash the node.
+func roomIDParses(pdu gomatrixserverlib.PDU) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	pdu.RoomID()
+	return nil
 }
 
 // verifyElsewhere is Verify through the Checker. It reports false when
@@ -141,12 +354,7 @@ func (rs *Roomserver) verifyElsewhere(ctx context.Context, evs []InputEvent, out
 			}
 			// The Checker is this program on another thread: what it
 			// accepted, with the ID it worked out, is taken as is.
-			pdu, err := b.verImpl.NewEventFromTrustedJSONWithEventID(c.EventID, c.JSON, c.Redacted)
-			if err != nil {
-				out[i].Err = &BadEventError{Reason: err.Error()}
-				continue
-			}
-			out[i].pdu = pdu
+			out[i].pdu, out[i].Err = parseChecked(b.verImpl, c)
 		}
 	}
 	return true

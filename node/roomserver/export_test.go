@@ -1,6 +1,10 @@
 package roomserver
 
-import "context"
+import (
+	"context"
+
+	"github.com/matrix-org/gomatrixserverlib"
+)
 
 // Hold keeps a room's worker busy until release is called: what an
 // input arriving meanwhile meets when the room is still storing a large
@@ -21,4 +25,20 @@ func (rs *Roomserver) Hold(ctx context.Context, roomID string) (release func(), 
 	}
 	<-held
 	return func() { close(free); <-req.done }, nil
+}
+
+// CheckEvent is what Verify makes of one event from another server
+// (checkEvent, then parseChecked), and whether checkPlain took it.
+func CheckEvent(ctx context.Context, version gomatrixserverlib.RoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (pdu gomatrixserverlib.PDU, plain bool, err error) {
+	verImpl, err := supportedVersion(version)
+	if err != nil {
+		return nil, false, err
+	}
+	_, plain, _ = checkPlain(ctx, verImpl, js, verifier)
+	c, err := checkEvent(ctx, verImpl, js, verifier)
+	if err != nil {
+		return nil, plain, err
+	}
+	pdu, err = parseChecked(verImpl, c)
+	return pdu, plain, err
 }

@@ -330,17 +330,11 @@ func (rs *Roomserver) parseUntrusted(ctx context.Context, in InputEvent) (gomatr
 	if err != nil {
 		return nil, err
 	}
-	pdu, id, err := checkEvent(ctx, verImpl, in.JSON, rs.cfg.Verifier)
+	c, err := checkEvent(ctx, verImpl, in.JSON, rs.cfg.Verifier)
 	if err != nil {
 		return nil, err
 	}
-	// Parsing the checked event again with the ID its signature check
-	// hashed costs a fifth of working the ID out once more.
-	if id != "" {
-		return verImpl.NewEventFromTrustedJSONWithEventID(id, pdu.JSON(), pdu.Redacted())
-	}
-	pdu.EventID() // remembered by the event
-	return pdu, nil
+	return parseChecked(verImpl, c)
 }
 
 // precheck is what refusing an event from another server takes before
