@@ -10,7 +10,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/tidwall/sjson"
+	"github.com/tidwall/gjson"
 )
 
 // SignEvent is gomatrixserverlib's EventBuilder.Build for the events this
@@ -61,10 +61,7 @@ func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.Eve
 		return nil, err
 	}
 	sum := sha256.Sum256(canonical)
-	hashed, err := sjson.SetRawBytes(canonical, "hashes", fmt.Appendf(nil, `{"sha256":"%s"}`, base64.RawStdEncoding.EncodeToString(sum[:])))
-	if err != nil {
-		return nil, err
-	}
+	hashed := withKey(canonical, "hashes", fmt.Appendf(nil, `{"sha256":"%s"}`, base64.RawStdEncoding.EncodeToString(sum[:])))
 	// Signed, and hashed for the ID: the redacted event, canonical,
 	// without signatures and unsigned (redacting keeps neither here).
 	redacted, err := verImpl.RedactEventJSON(hashed)
@@ -77,16 +74,13 @@ func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.Eve
 	sigs, err := json.Marshal(map[spec.ServerName]map[gomatrixserverlib.KeyID]spec.Base64Bytes{
 		origin: {keyID: ed25519.Sign(key, redacted)},
 	})
+	if err == nil {
+		sigs, err = gomatrixserverlib.CanonicalJSON(sigs)
+	}
 	if err != nil {
 		return nil, err
 	}
-	signed, err := sjson.SetRawBytes(hashed, "signatures", sigs)
-	if err != nil {
-		return nil, err
-	}
-	if signed, err = gomatrixserverlib.CanonicalJSON(signed); err != nil {
-		return nil, err
-	}
+	signed := withKey(hashed, "signatures", sigs)
 	eventID := eventIDOf(verImpl, sha256.Sum256(redacted))
 	if eventID == "" {
 		return eb.Build(now, origin, keyID, key)
@@ -96,6 +90,34 @@ func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.Eve
 		return nil, err
 	}
 	return pdu, gomatrixserverlib.CheckFields(pdu)
+}
+
+// withKey is obj, a canonical JSON object without key, with "key":value
+// (canonical too) where canonical JSON puts it: before the first key that
+// sorts after it. Canonicalising the whole event again to move a key
+// appended at the end was a tenth of a native send.
+func withKey(obj []byte, key string, value []byte) []byte {
+	at := len(obj) - 1 // the closing brace
+	gjson.ParseBytes(obj).ForEach(func(k, _ gjson.Result) bool {
+		if k.Str > key {
+			at = k.Index
+			return false
+		}
+		return true
+	})
+	field := make([]byte, 0, len(key)+len(value)+4)
+	field = append(append(append(append(field, '"'), key...), '"', ':'), value...)
+	out := make([]byte, 0, len(obj)+len(field)+1)
+	out = append(out, obj[:at]...)
+	switch {
+	case at < len(obj)-1: // before another key
+		out = append(append(out, field...), ',')
+	case len(obj) > 2: // after the last key
+		out = append(append(out, ','), field...)
+	default: // the only key
+		out = append(out, field...)
+	}
+	return append(out, obj[at:]...)
 }
 
 // eventIDOf is the ID of an event whose reference hash is sum, in room
