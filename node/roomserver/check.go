@@ -100,7 +100,10 @@ func checkEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 
 // checkParsed is checkEvent through gomatrixserverlib's parsed event.
 func checkParsed(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (Checked, error) {
-	pdu, err := ParseUntrusted(verImpl, js)
+	pdu, err := verImpl.NewEventFromUntrustedJSON(js)
+	if err == nil {
+		err = unpanicked(func() { pdu.RoomID() })
+	}
 	if err != nil {
 		return Checked{}, &BadEventError{Reason: err.Error()}
 	}
@@ -110,7 +113,9 @@ func checkParsed(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js
 	}
 	id := signedEventID(verImpl, signed)
 	if id == "" {
-		id = pdu.EventID()
+		if err := unpanicked(func() { id = pdu.EventID() }); err != nil {
+			return Checked{}, &BadEventError{Reason: err.Error()}
+		}
 	}
 	return Checked{EventID: id, JSON: pdu.JSON(), Redacted: pdu.Redacted()}, nil
 }
@@ -272,7 +277,7 @@ func signedEventID(verImpl gomatrixserverlib.IRoomVersion, signed *SignedHash) s
 func parseChecked(verImpl gomatrixserverlib.IRoomVersion, c Checked) (gomatrixserverlib.PDU, error) {
 	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(c.EventID, c.JSON, c.Redacted)
 	if err == nil {
-		err = roomIDParses(pdu)
+		err = unpanicked(func() { pdu.RoomID() })
 	}
 	if err == nil {
 		err = gomatrixserverlib.CheckFields(pdu)
@@ -286,12 +291,15 @@ func parseChecked(verImpl gomatrixserverlib.IRoomVersion, c Checked) (gomatrixse
 // ParseUntrusted parses an event from another server as
 // gomatrixserverlib's NewEventFromUntrustedJSON does, without checking its
 // signatures (Verify does that): for reading what the event says before
-// it is verified. It also refuses an event whose room ID does not parse,
-// whose RoomID would panic.
+// it is verified. It also refuses what gomatrixserverlib parses but then
+// panics on when asked for the event's room or ID: a room ID that does
+// not parse ("!:"), content that is not an object (its ID needs it
+// redacted). Unchecked, one such event from another server would crash
+// the node. The ID is worked out here, once: the event keeps it.
 func ParseUntrusted(verImpl gomatrixserverlib.IRoomVersion, js []byte) (gomatrixserverlib.PDU, error) {
 	pdu, err := verImpl.NewEventFromUntrustedJSON(js)
 	if err == nil {
-		err = roomIDParses(pdu)
+		err = unpanicked(func() { pdu.RoomID(); pdu.EventID() })
 	}
 	if err != nil {
 		return nil, err
@@ -299,16 +307,15 @@ func ParseUntrusted(verImpl gomatrixserverlib.IRoomVersion, js []byte) (gomatrix
 	return pdu, nil
 }
 
-// roomIDParses checks what gomatrixserverlib's parsing lets through and
-// its events' RoomID then panics on: a room ID that is no room ID ("!:").
-// Unchecked, one such event from another server would crash the node.
-func roomIDParses(pdu gomatrixserverlib.PDU) (err error) {
+// unpanicked runs f, which asks a parsed event for what gomatrixserverlib
+// panics on when the event is malformed, and reports a panic as an error.
+func unpanicked(f func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%v", r)
 		}
 	}()
-	pdu.RoomID()
+	f()
 	return nil
 }
 

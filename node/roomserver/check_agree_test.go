@@ -3,6 +3,8 @@ package roomserver_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -180,7 +182,7 @@ func checkAgrees(t *testing.T, keys *testnet.Net, version gomatrixserverlib.Room
 
 // gmslCheck is what gomatrixserverlib alone makes of an event from
 // another server. It panics on some malformed events (see
-// TestEventsWithBadRoomIDsAreRefused): that counts as refusing them.
+// TestEventsThatWouldPanicAreRefused): that counts as refusing them.
 func gmslCheck(verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (pdu gomatrixserverlib.PDU, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -213,26 +215,48 @@ func FuzzCheckEvent(f *testing.F) {
 	})
 }
 
-// TestEventsWithBadRoomIDsAreRefused: gomatrixserverlib parses an event
-// whose room ID is malformed ("!:") and panics when asked for it (as
-// VerifyEventSignatures asks). Such an event from another server, in a
-// room whose version the caller gives (backfill, a join's state), is
-// refused, and crashes nothing.
-func TestEventsWithBadRoomIDsAreRefused(t *testing.T) {
+// TestEventsThatWouldPanicAreRefused: gomatrixserverlib parses an event
+// whose room ID is malformed ("!:") and panics when asked for its room (as
+// VerifyEventSignatures asks), and one whose content is not an object
+// (its content hash matching) and panics when asked for its ID. Such an
+// event from another server, in a room whose version the caller gives
+// (backfill, a join's state), is refused, and crashes nothing; so it is
+// when only parsed (ParseUntrusted).
+func TestEventsThatWouldPanicAreRefused(t *testing.T) {
 	keys := testnet.New()
 	s := newServer(t, "c.test", keys)
 	a := newEventSigner(keys, "a.test")
 	alice := "@alice:a.test"
+	fields := func(room, typ string, content any) map[string]any {
+		return map[string]any{
+			"room_id": room, "type": typ, "sender": alice, "state_key": alice, "content": content,
+			"depth": 3, "origin_server_ts": 1700000000000, "prev_events": []string{"$p"}, "auth_events": []string{"$a"},
+		}
+	}
 	var in []roomserver.InputEvent
 	for _, version := range roomserver.SupportedVersions {
 		verImpl := gomatrixserverlib.MustGetRoomVersion(version)
-		for _, room := range []string{"!:", "!x", "!:a.test", "!x:", "!ab"} {
-			for _, typ := range []string{"m.room.message", spec.MRoomMember} {
-				f := map[string]any{
-					"room_id": room, "type": typ, "sender": alice, "state_key": alice, "content": map[string]any{"membership": "join"},
-					"depth": 3, "origin_server_ts": 1700000000000, "prev_events": []string{"$p"}, "auth_events": []string{"$a"},
+		add := func(js []byte) {
+			in = append(in, roomserver.InputEvent{Origin: "a.test", RoomVersion: version, JSON: js})
+			if _, err := roomserver.ParseUntrusted(verImpl, js); err == nil {
+				t.Errorf("v%s: parsed %.200s", version, js)
+			}
+		}
+		for _, typ := range []string{"m.room.message", spec.MRoomMember} {
+			for _, room := range []string{"!:", "!x", "!:a.test", "!x:", "!ab"} {
+				add(signEvent(t, verImpl, fields(room, typ, map[string]any{"membership": "join"}), a))
+			}
+			for _, content := range []any{[]any{1, 2}, "join", 5} {
+				// Hashed but not signed: nothing can sign what does not redact.
+				f := fields("!room:a.test", typ, content)
+				canonical, err := gomatrixserverlib.CanonicalJSON(mustJSON(t, f))
+				if err != nil {
+					t.Fatal(err)
 				}
-				in = append(in, roomserver.InputEvent{Origin: "a.test", RoomVersion: version, JSON: signEvent(t, verImpl, f, a)})
+				sum := sha256.Sum256(canonical)
+				f["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(sum[:])}
+				f["signatures"] = map[string]any{"a.test": map[string]string{string(testnet.KeyID): base64.RawStdEncoding.EncodeToString(make([]byte, 64))}}
+				add(mustJSON(t, f))
 			}
 		}
 	}
