@@ -56,6 +56,14 @@ func (rt routes) handler() http.Handler {
 	return mux
 }
 
+// appPath is where the web app's page lives ("/" redirects there). The
+// service worker's scope is this path alone: it controls the app's pages,
+// whose /_matrix/ requests it answers with the browser node, and not the
+// node's own workers, whose scripts are at the root. A worker it
+// controlled had every fetch it made (the wasm, the native node's status)
+// wait for the service worker to be up, after a reload up to a second.
+const appPath = "/app"
+
 // webApp serves the embedded web app. Every file gets an ETag (a hash of
 // its content: embedded files have no modification time), so browsers
 // revalidate instead of downloading the ~50 MB wasm again. A file with a
@@ -63,8 +71,7 @@ func (rt routes) handler() http.Handler {
 // served as that when the browser accepts the encoding, except the wasm
 // to a browser on this machine: the browser's HTTP cache keeps a body as
 // it was sent and decodes it on every page load (~0.3 s for 50 MB of
-// brotli), which saves nothing over loopback. The service worker may
-// control the whole origin.
+// brotli), which saves nothing over loopback.
 func webApp(files fs.FS) http.Handler {
 	var mu sync.Mutex
 	etags := map[string]string{}
@@ -86,7 +93,15 @@ func webApp(files fs.FS) http.Handler {
 	fallback := http.FileServerFS(files)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
-		if name == "" {
+		switch "/" + name {
+		case "/":
+			target := appPath
+			if r.URL.RawQuery != "" {
+				target += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, target, http.StatusFound)
+			return
+		case appPath:
 			name = "index.html"
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -94,9 +109,6 @@ func webApp(files fs.FS) http.Handler {
 			return
 		}
 		h := w.Header()
-		if name == "sw.js" {
-			h.Set("Service-Worker-Allowed", "/")
-		}
 		h.Set("Cache-Control", "no-cache")
 		h.Add("Vary", "Accept-Encoding")
 		accept := r.Header.Get("Accept-Encoding")

@@ -147,14 +147,24 @@ func TestWebAppAndUnknownHearthPaths(t *testing.T) {
 	srv := httptest.NewServer(rt.handler())
 	defer srv.Close()
 
-	res, err := http.Get(srv.URL + "/")
+	// The app lives at /app (the service worker's scope); / sends there.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noFollow.Get(srv.URL + "/?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/app?x=1" {
+		t.Errorf("GET /: %d to %q, want 302 to /app?x=1", res.StatusCode, res.Header.Get("Location"))
+	}
+	res, err = http.Get(srv.URL + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 || !strings.Contains(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "Hearth") {
-		t.Errorf("GET /: %d %s %.80q", res.StatusCode, res.Header.Get("Content-Type"), body)
+	if res.StatusCode != 200 || res.Request.URL.Path != "/app" || !strings.Contains(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "Hearth") {
+		t.Errorf("GET / (followed): %d at %s %s %.80q", res.StatusCode, res.Request.URL.Path, res.Header.Get("Content-Type"), body)
 	}
 
 	res, err = http.Get(srv.URL + "/_hearth/v1/nope")

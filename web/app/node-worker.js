@@ -9,8 +9,8 @@
 //      the database's OPFS files for the Go VFS (installing the native
 //      node's empty schema on a first start), loads its identity seed from
 //      OPFS (or makes one), and asks the native node that served the page
-//      for its libp2p addresses (/_hearth/v1/status; the service worker
-//      lets this worker's own fetches through),
+//      for its libp2p addresses (/_hearth/v1/status: this worker is no
+//      client of the service worker, whose scope is the app's page),
 //   3. starts the Go node in stages: it answers /_hearth/v1/status and
 //      /_matrix/client/versions as soon as it has its identity
 //      ('answering'), the whole client API once storage is open

@@ -6,10 +6,11 @@
 // made the request for a MessagePort to the node worker (the page opens a
 // MessageChannel to its worker and hands one end over). Ports are cached
 // per page; when the browser stops this worker the cache is lost and the
-// next request asks again. Everything else (the app's files, and fetches
-// made by workers, such as the node worker's bootstrap lookup of the
-// native node's status) goes to the network untouched: where the browser
-// has static routes, without this worker even being started for it.
+// next request asks again. Everything else (the app's files) goes to the
+// network untouched: where the browser has static routes, without this
+// worker even being started for it. Its scope is the app's page (/app):
+// the node's workers (scripts at the root) are no clients of it, so their
+// fetches never wait for it to start.
 'use strict'
 
 const ports = new Map() // clientId -> Promise<MessagePort>
@@ -77,7 +78,8 @@ async function forward (event) {
   let port = ports.get(event.clientId)
   if (!port) {
     const client = event.clientId ? await self.clients.get(event.clientId) : null
-    // Workers' own fetches (the node worker's bootstrap) go to the network.
+    // Only pages are clients (see the scope above); anything else goes to
+    // the network.
     if (!client || client.type !== 'window') return fetch(req)
     port = portFor(client)
   }

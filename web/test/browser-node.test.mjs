@@ -268,9 +268,19 @@ test('browser node: boots, answers through the service worker, federates with th
   await page.screenshot({ path: join(repoRoot, 'test-results', 'browser-node.png') })
 
   // (c) reload: same server name, same account, history still there.
+  // The service worker's scope is the app's page alone; a registration of
+  // the whole origin (as earlier versions made, which took the node's
+  // workers as clients too) is dropped on the next load.
+  const scopes = () => page.evaluate(async () => (await navigator.serviceWorker.getRegistrations()).map((r) => new URL(r.scope).pathname).sort())
+  assert.deepEqual(await scopes(), ['/app'])
+  assert.equal(new URL(page.url()).pathname, '/app')
+  await page.evaluate(() => navigator.serviceWorker.register('/sw.js', { scope: '/' }))
+  assert.deepEqual(await scopes(), ['/', '/app'])
   await page.reload()
   await waitForPage(page, 'the node after reload', () => window.hearthBoot, 90_000)
   await waitForPage(page, 'the app after reload', () => window.hearthApp && document.body.classList.contains('synced'), 30_000)
+  await waitForPage(page, 'the old registration to go', async () => (await navigator.serviceWorker.getRegistrations()).length === 1, 10_000)
+  assert.deepEqual(await scopes(), ['/app'])
   assert.equal(await page.evaluate(() => window.hearthBoot.server_name), browserName)
   assert.equal(await page.evaluate(() => window.hearthApp.me.user_id), me.user_id)
   const hist = await pageFetch(page, `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=1000`, { token: me.access_token })

@@ -80,9 +80,17 @@ export function startNode () {
       }
     })
     navigator.serviceWorker.startMessages()
-    navigator.serviceWorker.register('./sw.js', { scope: './' }).catch((err) => {
+    // The scope is the app's page alone (/app), not the origin: the node's
+    // workers, whose scripts are at the root, are then no clients of the
+    // service worker, and their fetches (the wasm, the native node's
+    // status) never wait for it to start. Earlier versions registered the
+    // whole origin: that registration goes.
+    navigator.serviceWorker.register('./sw.js', { scope: '/app' }).catch((err) => {
       console.warn('hearth: no service worker:', err)
     })
+    navigator.serviceWorker.getRegistrations().then((regs) => {
+      for (const r of regs) if (new URL(r.scope).pathname === '/') r.unregister()
+    }, () => {})
   }
 }
 
