@@ -25,7 +25,7 @@ func (h *harness) takeOutputs() []roomserver.Output {
 
 // relay feeds every event from's stream emitted so far into to, as
 // federation would, and fails the test on any refusal.
-func relay(t *testing.T, from, to *harness) {
+func relay(t testing.TB, from, to *harness) {
 	t.Helper()
 	mustAccept(t, to.rs.Input(context.Background(), from.outputsAsInput()))
 }
@@ -41,7 +41,7 @@ func (h *harness) outputsAsInput() []roomserver.InputEvent {
 }
 
 // mustAccept fails the test on any refused or soft-failed event.
-func mustAccept(t *testing.T, results []roomserver.InputResult) {
+func mustAccept(t testing.TB, results []roomserver.InputResult) {
 	t.Helper()
 	for _, r := range results {
 		if r.Err != nil || r.SoftFailed {
@@ -72,7 +72,7 @@ func (h *harness) build(t *testing.T, roomID string, ne roomserver.NewEvent, pre
 
 // publicRoom has @alice:a.test make a public room (version 11) that
 // @bob:b.test joins, each server holding all of it.
-func publicRoom(t *testing.T, keys *testnet.Net) (a, b *harness, room string) {
+func publicRoom(t testing.TB, keys *testnet.Net) (a, b *harness, room string) {
 	t.Helper()
 	a, b = newServer(t, "a.test", keys), newServer(t, "b.test", keys)
 	alice, bob := "@alice:a.test", "@bob:b.test"
@@ -86,7 +86,7 @@ func publicRoom(t *testing.T, keys *testnet.Net) (a, b *harness, room string) {
 }
 
 // extremities are a room's forward extremities on h and its depth.
-func (h *harness) extremities(t *testing.T, roomID string) ([]string, int64) {
+func (h *harness) extremities(t testing.TB, roomID string) ([]string, int64) {
 	t.Helper()
 	r, err := h.db.RoomByID(context.Background(), roomID)
 	if err != nil {

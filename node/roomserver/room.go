@@ -962,7 +962,6 @@ func (r *room) redact(tx *storage.Tx, ev gomatrixserverlib.PDU) error {
 
 func (r *room) canRedactOthers(sender spec.SenderID) bool {
 	create, _ := r.st.Create()
-	plEv, _ := r.st.PowerLevels()
 	var creator string
 	if create != nil {
 		creator = string(create.SenderID())
@@ -978,7 +977,6 @@ func (r *room) canRedactOthers(sender spec.SenderID) bool {
 	if err != nil {
 		return false
 	}
-	_ = plEv
 	return pl.UserLevel(sender) >= pl.Redact
 }
 
