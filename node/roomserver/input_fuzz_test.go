@@ -15,12 +15,14 @@ import (
 )
 
 // FuzzSignedInput gives a room events of any type, state key and content
-// that a member's server (b.test, for @bob, power 0) made with the right
-// prev and auth events and signed: events that pass every check of their
-// form and signatures and meet the auth rules with content no client
-// would send. Whatever the rules make of each, the roomserver stores,
-// soft-fails or refuses it without panicking, and the room goes on: its
-// creator can still send, and its create event and creator's power stay.
+// that a member's server made with the right prev and auth events and
+// signed: events that pass every check of their form and signatures and
+// meet the auth rules with content no client would send. They come from
+// @bob (b.test, power 0) into a.test's copy, or from the creator @alice
+// (a.test, power 100) into b.test's. Whatever the rules make of each, the
+// roomserver stores, soft-fails or refuses it without panicking, and the
+// room goes on: its state reads, the creator can still send after bob's
+// events, and the create event stays.
 func FuzzSignedInput(f *testing.F) {
 	keys := testnet.New()
 	a, b, room := publicRoom(f, keys)
@@ -51,36 +53,52 @@ func FuzzSignedInput(f *testing.F) {
 		{"m.room.third_party_invite", true, "tok", `{"display_name":"x","public_keys":[{}]}`},
 		{"m.room.message", true, "", `{}`},
 	} {
-		f.Add(c.typ, c.state, c.key, []byte(c.content))
+		f.Add(false, c.typ, c.state, c.key, []byte(c.content))
+		f.Add(true, c.typ, c.state, c.key, []byte(c.content))
 	}
 	sent := 0
-	f.Fuzz(func(t *testing.T, typ string, state bool, stateKey string, content []byte) {
+	f.Fuzz(func(t *testing.T, admin bool, typ string, state bool, stateKey string, content []byte) {
 		if !json.Valid(content) || len(content) > 8192 {
 			return
 		}
-		ne := roomserver.NewEvent{Sender: bob, Type: typ, Content: content}
+		// The room's creator (power 100) sends as well: its server's
+		// events go into b.test's copy of the room.
+		from, to, sender, origin := b, a, bob, "b.test"
+		if admin {
+			from, to, sender, origin = a, b, alice, "a.test"
+		}
+		ne := roomserver.NewEvent{Sender: sender, Type: typ, Content: content}
 		if state {
 			ne.StateKey = &stateKey
 		}
-		proto, version, err := a.rs.MakeEvent(ctx, room, ne)
+		proto, version, err := to.rs.MakeEvent(ctx, room, ne)
 		if err != nil {
 			return // not an event anyone could make
 		}
 		ev, err := gomatrixserverlib.MustGetRoomVersion(version).NewEventBuilderFromProtoEvent(proto).
-			Build(time.Now(), "b.test", "ed25519:p2p", b.key)
+			Build(time.Now(), spec.ServerName(origin), "ed25519:p2p", from.key)
 		if err != nil {
 			return
 		}
-		res := a.rs.Input(ctx, []roomserver.InputEvent{{Origin: "b.test", RoomVersion: version, JSON: ev.JSON()}})
+		res := to.rs.Input(ctx, []roomserver.InputEvent{{Origin: origin, RoomVersion: version, JSON: ev.JSON()}})
 		if len(res) != 1 {
 			t.Fatalf("%d results for one event", len(res))
 		}
+		if res[0].Err == nil && !res[0].SoftFailed {
+			from.rs.Input(ctx, []roomserver.InputEvent{{Origin: origin, RoomVersion: version, JSON: ev.JSON()}})
+		}
 		sent++
-		if _, err := a.rs.Send(ctx, room, msg(alice, fmt.Sprint("still here ", sent))); err != nil {
+		if admin {
+			if _, err := to.rs.CurrentState(ctx, room); err != nil {
+				t.Fatalf("after %s %q %s (%+v): the room's state: %v", typ, stateKey, content, res[0], err)
+			}
+		} else if _, err := a.rs.Send(ctx, room, msg(alice, fmt.Sprint("still here ", sent))); err != nil {
 			t.Fatalf("after %s %q %s (%+v): the creator cannot send: %v", typ, stateKey, content, res[0], err)
 		}
-		if id := stateID(t, a, room, spec.MRoomCreate, ""); id != createID {
-			t.Fatalf("after %s %q %s: the create event is %s, was %s", typ, stateKey, content, id, createID)
+		for _, h := range []*harness{a, b} {
+			if id := stateID(t, h, room, spec.MRoomCreate, ""); id != createID {
+				t.Fatalf("after %s %q %s: the create event is %s, was %s", typ, stateKey, content, id, createID)
+			}
 		}
 	})
 }
