@@ -169,10 +169,10 @@ func (n *Node) onOutput(outs []roomserver.Output) {
 	// Go's scheduler runs the goroutine woken last first and queues the
 	// others in the order they were woken. When the room's worker commits,
 	// it wakes the requester after these, so the fan-out sends the event
-	// on before this server's own clients' /sync answers are built. (A
+	// on before this server's own clients' /sync answers are built. A
 	// send committed on the request's own goroutine leaves the /sync
-	// goroutine, woken last, to run first: measured, neither order
-	// changed browser-to-browser delivery beyond this host's noise.)
+	// goroutines, woken last, to run first; the sender's own then yields
+	// once (an echo, see syncapi's notifyFrom), letting the fan-out go.
 	if n.Fed != nil {
 		n.Fed.OnOutput(outs)
 	}

@@ -15,7 +15,7 @@ func (s *Syncer) Waiter(user, device string, rooms []string, since string) (woke
 	for _, r := range rooms {
 		keys = append(keys, roomKey(r))
 	}
-	w := s.notify.wait(keys, seen)
+	w := s.notify.wait(keys, seen, "")
 	return func() bool {
 			select {
 			case <-w.ch:

@@ -26,7 +26,11 @@ type notifyKey struct {
 type waiter struct {
 	ch    chan struct{} // closed once when woken
 	keys  []string
+	user  string // whose request it is
 	woken bool
+	// echo: what woke it was an event its own user sent (see notifyFrom);
+	// set before ch is closed.
+	echo bool
 }
 
 func newNotifier() *notifier {
@@ -53,8 +57,8 @@ func (a *Token) newer(b *Token) bool {
 // wait registers a waiter on keys for changes after seen (the positions
 // the caller's read covered). The waiter's channel is already closed if a
 // key changed after seen. Call done when finished with it.
-func (n *notifier) wait(keys []string, seen Token) *waiter {
-	w := &waiter{ch: make(chan struct{}), keys: keys}
+func (n *notifier) wait(keys []string, seen Token, user string) *waiter {
+	w := &waiter{ch: make(chan struct{}), keys: keys, user: user}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, k := range keys {
@@ -91,7 +95,11 @@ func (n *notifier) done(w *waiter) {
 
 // notify records that key changed at pos (set advances the streams it
 // names) and wakes its waiters.
-func (n *notifier) notify(key string, set func(*Token)) {
+func (n *notifier) notify(key string, set func(*Token)) { n.notifyFrom(key, "", set) }
+
+// notifyFrom is notify for an event sender sent: a request of sender's it
+// wakes is told so (waiter.echo).
+func (n *notifier) notifyFrom(key, sender string, set func(*Token)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	nk := n.keys[key]
@@ -102,7 +110,7 @@ func (n *notifier) notify(key string, set func(*Token)) {
 	set(&nk.pos)
 	for w := range nk.waiters {
 		if !w.woken {
-			w.woken = true
+			w.woken, w.echo = true, sender != "" && w.user == sender
 			close(w.ch)
 		}
 	}

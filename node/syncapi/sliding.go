@@ -200,7 +200,7 @@ func (s *Syncer) HandleSlidingSync(w http.ResponseWriter, r *http.Request) {
 			reply(res)
 			return
 		}
-		wt := s.notify.wait(keys, seen)
+		wt := s.notify.wait(keys, seen, "")
 		select {
 		case <-wt.ch:
 			s.notify.done(wt)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -62,10 +63,19 @@ func (s *Syncer) HandleSync(w http.ResponseWriter, r *http.Request) {
 			writeRaw(w, res.appendJSON(nil))
 			return
 		}
-		wt := s.notify.wait(keys, seen)
+		wt := s.notify.wait(keys, seen, req.dev.UserID)
 		select {
 		case <-wt.ch:
 			s.notify.done(wt)
+			if wt.echo {
+				// Woken by what its own user sent: the client has the
+				// send's answer already, and the fan-out taking the event
+				// to other servers was woken by the same commit. In the
+				// browser, where goroutines share one thread and Go's
+				// scheduler runs the one woken last first, this lets the
+				// fan-out go first.
+				runtime.Gosched()
+			}
 		case <-deadline:
 			s.notify.done(wt)
 			writeRaw(w, res.appendJSON(nil))

@@ -223,13 +223,14 @@ type RoomEvent struct {
 	RoomID   string
 	Type     string
 	StateKey *string
+	Sender   string
 	// Redacts is the event a redaction redacts ("" otherwise).
 	Redacts string
 }
 
 // NewRoomEvent describes a stored event for OnRoomEvents.
 func NewRoomEvent(pos int64, roomID string, pdu gomatrixserverlib.PDU) RoomEvent {
-	ev := RoomEvent{Pos: pos, RoomID: roomID, Type: pdu.Type(), StateKey: pdu.StateKey()}
+	ev := RoomEvent{Pos: pos, RoomID: roomID, Type: pdu.Type(), StateKey: pdu.StateKey(), Sender: string(pdu.SenderID())}
 	if ev.Type == "m.room.redaction" {
 		ev.Redacts = redactsOf(pdu)
 	}
@@ -264,7 +265,7 @@ func (s *Syncer) OnRoomEvents(evs []RoomEvent) {
 		if ev.Redacts != "" {
 			s.cache.redacted(ev.Redacts, pos)
 		}
-		s.notify.notify(roomKey(ev.RoomID), advance)
+		s.notify.notifyFrom(roomKey(ev.RoomID), ev.Sender, advance)
 		if ev.Type == "m.room.member" && ev.StateKey != nil {
 			s.joined.invalidate(*ev.StateKey, pos)
 			s.notify.notify(userKey(*ev.StateKey), advance)

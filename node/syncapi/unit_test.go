@@ -71,8 +71,8 @@ func woken(w *waiter) bool {
 func TestNotifierWakesOnlyInterestedWaiters(t *testing.T) {
 	n := newNotifier()
 	seen := Token{Room: 10}
-	a := n.wait([]string{userKey("@a:x"), roomKey("!r1")}, seen)
-	b := n.wait([]string{userKey("@b:x"), roomKey("!r2")}, seen)
+	a := n.wait([]string{userKey("@a:x"), roomKey("!r1")}, seen, "")
+	b := n.wait([]string{userKey("@b:x"), roomKey("!r2")}, seen, "")
 	n.notify(roomKey("!r1"), func(t *Token) { t.Room = 11 })
 	if !woken(a) || woken(b) {
 		t.Fatalf("room event: a woken=%v b woken=%v", woken(a), woken(b))
@@ -90,8 +90,8 @@ func TestNotifierWakesOnlyInterestedWaiters(t *testing.T) {
 	}
 	// A waiter whose read predates a change it has not seen wakes at once;
 	// one that saw it does not.
-	late := n.wait([]string{roomKey("!r1")}, Token{Room: 10})
-	current := n.wait([]string{roomKey("!r1")}, Token{Room: 11})
+	late := n.wait([]string{roomKey("!r1")}, Token{Room: 10}, "")
+	current := n.wait([]string{roomKey("!r1")}, Token{Room: 11}, "")
 	if !woken(late) || woken(current) {
 		t.Errorf("late waiter woken=%v, current waiter woken=%v", woken(late), woken(current))
 	}
@@ -176,4 +176,23 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 	same("last messages", m.appendJSON(nil), m)
 	c := &contextResponse{Event: ev, EventsBefore: []json.RawMessage{ev}, EventsAfter: []json.RawMessage{}, Start: "t1", End: "t2", State: []json.RawMessage{ev}}
 	same("context", c.appendJSON(nil), c)
+}
+
+// TestNotifierTellsAnEcho: a request woken by an event its own user sent
+// is told so (it then lets the fan-out go first); one woken by another's
+// event, or by anything but an event, is not.
+func TestNotifierTellsAnEcho(t *testing.T) {
+	n := newNotifier()
+	seen := Token{Room: 10}
+	mine := n.wait([]string{roomKey("!r")}, seen, "@a:x")
+	theirs := n.wait([]string{roomKey("!r")}, seen, "@b:x")
+	n.notifyFrom(roomKey("!r"), "@a:x", func(t *Token) { t.Room = 11 })
+	if !woken(mine) || !woken(theirs) || !mine.echo || theirs.echo {
+		t.Errorf("a's event: a woken=%v echo=%v, b woken=%v echo=%v", woken(mine), mine.echo, woken(theirs), theirs.echo)
+	}
+	typing := n.wait([]string{roomKey("!r")}, Token{Room: 11}, "@a:x")
+	n.notify(roomKey("!r"), func(t *Token) { t.Typing = 1 })
+	if !woken(typing) || typing.echo {
+		t.Errorf("typing: woken=%v echo=%v", woken(typing), typing.echo)
+	}
 }
