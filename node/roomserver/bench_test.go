@@ -94,6 +94,39 @@ func BenchmarkCheckEvents(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
+// BenchmarkCheckJoins checks join events from several servers as a
+// Checker does a room's state when joining it: membership events ask
+// more of the check (which servers must have signed them).
+func BenchmarkCheckJoins(b *testing.B) {
+	keys := testnet.New()
+	var signers []eventSigner
+	for i := range 8 {
+		signers = append(signers, newEventSigner(keys, fmt.Sprintf("s%d.test", i)))
+	}
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
+	evs := make([][]byte, 256)
+	for i := range evs {
+		s := signers[i%len(signers)]
+		user := fmt.Sprintf("@u%d:%s", i, s.name)
+		evs[i] = signEvent(b, verImpl, map[string]any{
+			"type": "m.room.member", "room_id": "!r:s0.test", "sender": user, "state_key": user,
+			"content": map[string]any{"membership": "join", "displayname": fmt.Sprint("User ", i)}, "depth": i + 3, "origin_server_ts": 1700000000000 + i,
+			"prev_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"},
+			"auth_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"},
+		}, s)
+	}
+	verifier := keys.Verifier()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(evs) {
+		for j, c := range roomserver.CheckEvents(context.Background(), gomatrixserverlib.RoomVersionV11, evs[:min(len(evs), b.N-i)], verifier, 1) {
+			if c.Refused != "" {
+				b.Fatalf("event %d: %s", j, c.Refused)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
 // BenchmarkSign builds and signs a message as a send does: with
 // gomatrixserverlib's EventBuilder.Build, and with SignEvent.
 func BenchmarkSign(b *testing.B) {

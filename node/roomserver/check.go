@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -131,11 +132,12 @@ const maxPlainKeys = 32
 // checkPlain checks, as checkParsed would, an event of a room version
 // whose event IDs are hashes if it is plain: valid JSON whose top-level
 // keys (at most maxPlainKeys) are each given once, in lower-case ASCII,
-// with a type (not m.room.member) and a sender given as strings without
-// escapes. For such an event what gjson reads is what encoding/json
-// would read, and the only server that must have signed it is its
-// sender's. ok is false if the event is not plain: checkParsed then
-// takes it as it comes.
+// with a type and a sender (and a membership event's state key) given as
+// strings without escapes. For such an event what gjson reads is what
+// encoding/json would read: the servers that must have signed it are
+// its sender's, and for a membership event those memberSigners names.
+// ok is false if the event is not plain: checkParsed then takes it as it
+// comes.
 func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (c Checked, ok bool, err error) {
 	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 || verImpl.Version() == gomatrixserverlib.RoomVersionPseudoIDs ||
 		eventIDOf(verImpl, [sha256.Size]byte{}) == "" || !gjson.ValidBytes(js) {
@@ -145,7 +147,7 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	if !root.IsObject() {
 		return c, false, nil
 	}
-	var typ, sender gjson.Result
+	var typ, sender, stateKey gjson.Result
 	var keys [maxPlainKeys]string
 	seen, plain, strip := keys[:0], true, false
 	root.ForEach(func(k, v gjson.Result) bool {
@@ -160,12 +162,15 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 			typ = v
 		case "sender":
 			sender = v
+		case "state_key":
+			stateKey = v
 		default:
 			strip = strip || slices.Contains(strippedKeys, name)
 		}
 		return true
 	})
-	if !plain || !plainString(typ) || typ.Str == spec.MRoomMember || !plainString(sender) {
+	member := typ.Str == spec.MRoomMember
+	if !plain || !plainString(typ) || !plainString(sender) || (member && !plainString(stateKey)) {
 		return c, false, nil
 	}
 
@@ -195,19 +200,35 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	if err != nil {
 		return c, true, &BadEventError{Reason: "signatures: invalid sender userID: " + err.Error()}
 	}
+	servers := []spec.ServerName{user.Domain()}
+	if member {
+		more, err := memberSigners(verImpl, c.JSON, stateKey.Str)
+		if err != nil {
+			return c, true, &BadEventError{Reason: "signatures: " + err.Error()}
+		}
+		for _, s := range more {
+			if !slices.Contains(servers, s) {
+				servers = append(servers, s)
+			}
+		}
+	}
+	reqs := make([]gomatrixserverlib.VerifyJSONRequest, len(servers))
+	ts := spec.Timestamp(gjson.GetBytes(c.JSON, "origin_server_ts").Uint())
+	for i, s := range servers {
+		reqs[i] = gomatrixserverlib.VerifyJSONRequest{ServerName: s, Message: signedJSON, AtTS: ts, ValidityCheckingFunc: verImpl.SignatureValidityCheck}
+	}
 	ctx, signed := WithSignedHash(ctx)
-	res, err := verifier.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
-		ServerName: user.Domain(), Message: signedJSON,
-		AtTS:                 spec.Timestamp(gjson.GetBytes(c.JSON, "origin_server_ts").Uint()),
-		ValidityCheckingFunc: verImpl.SignatureValidityCheck,
-	}})
-	switch {
-	case err != nil:
+	res, err := verifier.VerifyJSONs(ctx, reqs)
+	if err == nil && len(res) != len(reqs) {
+		err = fmt.Errorf("%d answers for %d signatures", len(res), len(reqs))
+	}
+	if err != nil {
 		return c, true, &BadEventError{Reason: "signatures: failed to verify JSONs: " + err.Error()}
-	case len(res) != 1:
-		return c, true, &BadEventError{Reason: fmt.Sprintf("signatures: %d answers for one signature", len(res))}
-	case res[0].Error != nil:
-		return c, true, &BadEventError{Reason: "signatures: " + res[0].Error.Error()}
+	}
+	for _, r := range res {
+		if r.Error != nil {
+			return c, true, &BadEventError{Reason: "signatures: " + r.Error.Error()}
+		}
 	}
 	if c.EventID = signedEventID(verImpl, signed); c.EventID == "" {
 		pdu, err := verImpl.NewEventFromTrustedJSON(c.JSON, c.Redacted)
@@ -217,6 +238,36 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 		c.EventID = pdu.EventID()
 	}
 	return c, true, nil
+}
+
+// memberSigners are the servers besides the sender's that must have
+// signed a membership event, as VerifyEventSignatures asks them: an
+// invite's invitee's, and the authorising server of a restricted join.
+// The content is read as gomatrixserverlib reads it (encoding/json), from
+// the event as accepted (js: redacted if its hash failed).
+func memberSigners(verImpl gomatrixserverlib.IRoomVersion, js []byte, stateKey string) ([]spec.ServerName, error) {
+	content := []byte(gjson.GetBytes(js, "content").Raw)
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	if err := json.Unmarshal(content, &m); err != nil {
+		return nil, fmt.Errorf("failed to get membership of membership event: %w", err)
+	}
+	switch m.Membership {
+	case spec.Invite:
+		_, server, err := gomatrixserverlib.SplitID('@', stateKey)
+		if err != nil {
+			return nil, fmt.Errorf("failed to split state key: %w", err)
+		}
+		return []spec.ServerName{server}, nil
+	case spec.Join:
+		server, err := verImpl.RestrictedJoinServername(content)
+		if err != nil || server == "" {
+			return nil, err
+		}
+		return []spec.ServerName{server}, nil
+	}
+	return nil, nil
 }
 
 // plainKey is the name of a top-level key given as raw JSON, and whether

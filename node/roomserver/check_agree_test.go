@@ -110,6 +110,12 @@ func agreeCases(t testing.TB, keys *testnet.Net, verImpl gomatrixserverlib.IRoom
 		{"not JSON", []byte(`{"type":"m.room.message",`), false},
 		{"not an object", []byte(`["type"]`), false},
 
+		{"invite to a user of no server", sign(event(spec.MRoomMember, alice, sk("@bob"), map[string]any{"membership": "invite"}), a), true},
+		{"membership not a string", sign(event(spec.MRoomMember, alice, sk(alice), map[string]any{"membership": 5}), a), true},
+		{"membership given twice", edit(sign(event(spec.MRoomMember, bob, sk(bob), map[string]any{"membership": "leave"}), b), `"membership":"leave"`, `"membership":"leave","membership":"invite"`), true},
+		{"member without a state key", sign(event(spec.MRoomMember, alice, nil, map[string]any{"membership": "join"}), a), false},
+		{"member with an escaped state key", edit(sign(event(spec.MRoomMember, alice, sk(bob), map[string]any{"membership": "invite"}), a, b), `"state_key":"@bob`, `"state_key":"\u0040bob`), false},
+
 		// Left to gomatrixserverlib.
 		{"sender escaped", edit(good, `"sender":"@alice`, `"sender":"\u0040alice`), false},
 		{"type escaped", edit(good, `"type":"m.room.message"`, `"type":"m.room.m\u0065mber"`), false},
@@ -125,11 +131,11 @@ func agreeCases(t testing.TB, keys *testnet.Net, verImpl gomatrixserverlib.IRoom
 			}
 			return f
 		}(), a), false},
-		{"join", sign(event(spec.MRoomMember, alice, sk(alice), map[string]any{"membership": "join"}), a), false},
-		{"invite signed by both", sign(event(spec.MRoomMember, alice, sk(bob), map[string]any{"membership": "invite"}), a, b), false},
-		{"invite not signed by the invitee's server", sign(event(spec.MRoomMember, alice, sk(bob), map[string]any{"membership": "invite"}), a), false},
-		{"restricted join signed by both", sign(event(spec.MRoomMember, bob, sk(bob), map[string]any{"membership": "join", "join_authorised_via_users_server": alice}), b, a), false},
-		{"restricted join not signed by the authoriser", sign(event(spec.MRoomMember, bob, sk(bob), map[string]any{"membership": "join", "join_authorised_via_users_server": alice}), b), false},
+		{"join", sign(event(spec.MRoomMember, alice, sk(alice), map[string]any{"membership": "join"}), a), true},
+		{"invite signed by both", sign(event(spec.MRoomMember, alice, sk(bob), map[string]any{"membership": "invite"}), a, b), true},
+		{"invite not signed by the invitee's server", sign(event(spec.MRoomMember, alice, sk(bob), map[string]any{"membership": "invite"}), a), true},
+		{"restricted join signed by both", sign(event(spec.MRoomMember, bob, sk(bob), map[string]any{"membership": "join", "join_authorised_via_users_server": alice}), b, a), true},
+		{"restricted join not signed by the authoriser", sign(event(spec.MRoomMember, bob, sk(bob), map[string]any{"membership": "join", "join_authorised_via_users_server": alice}), b), true},
 	}
 }
 
