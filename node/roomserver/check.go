@@ -140,45 +140,18 @@ const maxPlainKeys = 32
 // comes.
 func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (c Checked, ok bool, err error) {
 	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 || verImpl.Version() == gomatrixserverlib.RoomVersionPseudoIDs ||
-		eventIDOf(verImpl, [sha256.Size]byte{}) == "" || !gjson.ValidBytes(js) {
+		eventIDOf(verImpl, [sha256.Size]byte{}) == "" {
 		return c, false, nil
 	}
-	root := gjson.ParseBytes(js)
-	if !root.IsObject() {
+	p, ok := readPlain(js)
+	if !ok {
 		return c, false, nil
 	}
-	var typ, sender, stateKey gjson.Result
-	var keys [maxPlainKeys]string
-	seen, plain, strip := keys[:0], true, false
-	root.ForEach(func(k, v gjson.Result) bool {
-		name, isPlain := plainKey(k.Raw)
-		if !isPlain || len(seen) == maxPlainKeys || slices.Contains(seen, name) {
-			plain = false
-			return false
-		}
-		seen = append(seen, name)
-		switch name {
-		case "type":
-			typ = v
-		case "sender":
-			sender = v
-		case "state_key":
-			stateKey = v
-		default:
-			strip = strip || slices.Contains(strippedKeys, name)
-		}
-		return true
-	})
-	member := typ.Str == spec.MRoomMember
-	if !plain || !plainString(typ) || !plainString(sender) || (member && !plainString(stateKey)) {
-		return c, false, nil
-	}
-
 	if err := verImpl.CheckCanonicalJSON(js); err != nil {
 		return c, true, &BadEventError{Reason: "not canonical JSON: " + err.Error()}
 	}
 	for _, key := range strippedKeys {
-		if !strip {
+		if !p.strip {
 			break
 		}
 		if js, err = sjson.DeleteBytes(js, key); err != nil {
@@ -186,8 +159,8 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 		}
 	}
 	c.JSON = gomatrixserverlib.CanonicalJSONAssumeValid(js)
-	// What the sender signed is the redacted event, and so is what the ID
-	// is the hash of.
+	// What the servers signed is the redacted event, and so is what the
+	// ID is the hash of.
 	signedJSON, err := verImpl.RedactEventJSON(c.JSON)
 	if err != nil {
 		return c, true, &BadEventError{Reason: err.Error()}
@@ -195,22 +168,9 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	if !contentHashMatches(c.JSON) {
 		c.JSON, c.Redacted = gomatrixserverlib.CanonicalJSONAssumeValid(signedJSON), true
 	}
-
-	user, err := userIDForSender(spec.RoomID{}, spec.SenderID(sender.Str))
+	servers, err := p.signers(verImpl, c.JSON)
 	if err != nil {
-		return c, true, &BadEventError{Reason: "signatures: invalid sender userID: " + err.Error()}
-	}
-	servers := []spec.ServerName{user.Domain()}
-	if member {
-		more, err := memberSigners(verImpl, c.JSON, stateKey.Str)
-		if err != nil {
-			return c, true, &BadEventError{Reason: "signatures: " + err.Error()}
-		}
-		for _, s := range more {
-			if !slices.Contains(servers, s) {
-				servers = append(servers, s)
-			}
-		}
+		return c, true, &BadEventError{Reason: "signatures: " + err.Error()}
 	}
 	reqs := make([]gomatrixserverlib.VerifyJSONRequest, len(servers))
 	ts := spec.Timestamp(gjson.GetBytes(c.JSON, "origin_server_ts").Uint())
@@ -238,6 +198,77 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 		c.EventID = pdu.EventID()
 	}
 	return c, true, nil
+}
+
+// plainEvent is what checkPlain reads of a plain event.
+type plainEvent struct {
+	typ, sender, stateKey string
+	// strip: it has keys servers must not send (strippedKeys).
+	strip bool
+}
+
+// readPlain reads a plain event (see checkPlain); ok is false if js is
+// not one.
+func readPlain(js []byte) (p plainEvent, ok bool) {
+	if !gjson.ValidBytes(js) {
+		return p, false
+	}
+	root := gjson.ParseBytes(js)
+	if !root.IsObject() {
+		return p, false
+	}
+	var typ, sender, stateKey gjson.Result
+	var keys [maxPlainKeys]string
+	seen, plain := keys[:0], true
+	root.ForEach(func(k, v gjson.Result) bool {
+		name, isPlain := plainKey(k.Raw)
+		if !isPlain || len(seen) == maxPlainKeys || slices.Contains(seen, name) {
+			plain = false
+			return false
+		}
+		seen = append(seen, name)
+		switch name {
+		case "type":
+			typ = v
+		case "sender":
+			sender = v
+		case "state_key":
+			stateKey = v
+		default:
+			p.strip = p.strip || slices.Contains(strippedKeys, name)
+		}
+		return true
+	})
+	if !plain || !plainString(typ) || !plainString(sender) || (typ.Str == spec.MRoomMember && !plainString(stateKey)) {
+		return p, false
+	}
+	p.typ, p.sender, p.stateKey = typ.Str, sender.Str, stateKey.Str
+	return p, true
+}
+
+// signers are the servers that must have signed the event, as
+// VerifyEventSignatures asks them: its sender's, and for a membership
+// event those memberSigners names. js is the event as accepted
+// (redacted if its hash failed).
+func (p plainEvent) signers(verImpl gomatrixserverlib.IRoomVersion, js []byte) ([]spec.ServerName, error) {
+	user, err := userIDForSender(spec.RoomID{}, spec.SenderID(p.sender))
+	if err != nil {
+		return nil, fmt.Errorf("invalid sender userID: %w", err)
+	}
+	servers := []spec.ServerName{user.Domain()}
+	if p.typ != spec.MRoomMember {
+		return servers, nil
+	}
+	more, err := memberSigners(verImpl, js, p.stateKey)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range more {
+		if !slices.Contains(servers, s) {
+			servers = append(servers, s)
+		}
+	}
+	return servers, nil
 }
 
 // memberSigners are the servers besides the sender's that must have
