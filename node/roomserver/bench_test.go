@@ -51,71 +51,30 @@ func BenchmarkSendParallel(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
 }
 
-// checkBenchEvents are n ~1 KiB messages in a room of version 11 from
-// several servers of keys, as a backfill receives them.
-func checkBenchEvents(b *testing.B, keys *testnet.Net, n int) [][]byte {
+// checkBenchEvents are n events in a room of version 11 from several
+// servers of keys, as a backfill or a join receives them: fields(i, s) is
+// the i-th event's, sent by server s, without hashes and signatures.
+func checkBenchEvents(b *testing.B, keys *testnet.Net, n int, fields func(i int, s eventSigner) map[string]any) [][]byte {
 	var signers []eventSigner
 	for i := range 8 {
 		signers = append(signers, newEventSigner(keys, fmt.Sprintf("s%d.test", i)))
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	body := strings.Repeat("lorem ipsum ", 40)
 	evs := make([][]byte, n)
 	for i := range evs {
 		s := signers[i%len(signers)]
-		evs[i] = signEvent(b, verImpl, map[string]any{
-			"type": "m.room.message", "room_id": "!r:s0.test", "sender": "@u:" + s.name,
-			"content": map[string]any{"body": body, "msgtype": "m.text"}, "depth": i + 3, "origin_server_ts": 1700000000000 + i,
-			"prev_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"},
-			"auth_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"},
-		}, s)
+		f := fields(i, s)
+		f["room_id"], f["depth"], f["origin_server_ts"] = "!r:s0.test", i+3, 1700000000000+i
+		f["prev_events"] = []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"}
+		f["auth_events"] = []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"}
+		evs[i] = signEvent(b, verImpl, f, s)
 	}
 	return evs
 }
 
-// BenchmarkCheckEvents checks ~1 KiB messages as a Checker does, on one
-// goroutine: what parsing, hashes, signatures and event IDs cost.
-func BenchmarkCheckEvents(b *testing.B) {
-	keys := testnet.New()
-	evs := checkBenchEvents(b, keys, 256)
-	if n := len(evs[0]); n < 900 || n > 1200 {
-		b.Fatalf("events are %d bytes, want about 1 KiB", n)
-	}
-	verifier := keys.Verifier()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += len(evs) {
-		batch := evs[:min(len(evs), b.N-i)]
-		for j, c := range roomserver.CheckEvents(context.Background(), gomatrixserverlib.RoomVersionV11, batch, verifier, 1) {
-			if c.Refused != "" {
-				b.Fatalf("event %d: %s", j, c.Refused)
-			}
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-}
-
-// BenchmarkCheckJoins checks join events from several servers as a
-// Checker does a room's state when joining it: membership events ask
-// more of the check (which servers must have signed them).
-func BenchmarkCheckJoins(b *testing.B) {
-	keys := testnet.New()
-	var signers []eventSigner
-	for i := range 8 {
-		signers = append(signers, newEventSigner(keys, fmt.Sprintf("s%d.test", i)))
-	}
-	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	evs := make([][]byte, 256)
-	for i := range evs {
-		s := signers[i%len(signers)]
-		user := fmt.Sprintf("@u%d:%s", i, s.name)
-		evs[i] = signEvent(b, verImpl, map[string]any{
-			"type": "m.room.member", "room_id": "!r:s0.test", "sender": user, "state_key": user,
-			"content": map[string]any{"membership": "join", "displayname": fmt.Sprint("User ", i)}, "depth": i + 3, "origin_server_ts": 1700000000000 + i,
-			"prev_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"},
-			"auth_events": []string{"$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH", "$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFI"},
-		}, s)
-	}
-	verifier := keys.Verifier()
+// benchCheck checks evs over and over as a Checker does, on one
+// goroutine, until b.N events are checked.
+func benchCheck(b *testing.B, evs [][]byte, verifier gomatrixserverlib.JSONVerifier) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += len(evs) {
 		for j, c := range roomserver.CheckEvents(context.Background(), gomatrixserverlib.RoomVersionV11, evs[:min(len(evs), b.N-i)], verifier, 1) {
@@ -125,6 +84,33 @@ func BenchmarkCheckJoins(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkCheckEvents checks ~1 KiB messages as a Checker does, on one
+// goroutine: what parsing, hashes, signatures and event IDs cost.
+func BenchmarkCheckEvents(b *testing.B) {
+	keys := testnet.New()
+	body := strings.Repeat("lorem ipsum ", 40)
+	evs := checkBenchEvents(b, keys, 256, func(_ int, s eventSigner) map[string]any {
+		return map[string]any{"type": "m.room.message", "sender": "@u:" + s.name, "content": map[string]any{"body": body, "msgtype": "m.text"}}
+	})
+	if n := len(evs[0]); n < 900 || n > 1200 {
+		b.Fatalf("events are %d bytes, want about 1 KiB", n)
+	}
+	benchCheck(b, evs, keys.Verifier())
+}
+
+// BenchmarkCheckJoins checks join events from several servers as a
+// Checker does a room's state when joining it: membership events ask
+// more of the check (which servers must have signed them).
+func BenchmarkCheckJoins(b *testing.B) {
+	keys := testnet.New()
+	evs := checkBenchEvents(b, keys, 256, func(i int, s eventSigner) map[string]any {
+		user := fmt.Sprintf("@u%d:%s", i, s.name)
+		return map[string]any{"type": "m.room.member", "sender": user, "state_key": user,
+			"content": map[string]any{"membership": "join", "displayname": fmt.Sprint("User ", i)}}
+	})
+	benchCheck(b, evs, keys.Verifier())
 }
 
 // BenchmarkSign builds and signs a message as a send does: with

@@ -139,8 +139,7 @@ const maxPlainKeys = 32
 // ok is false if the event is not plain: checkParsed then takes it as it
 // comes.
 func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js []byte, verifier gomatrixserverlib.JSONVerifier) (c Checked, ok bool, err error) {
-	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 || verImpl.Version() == gomatrixserverlib.RoomVersionPseudoIDs ||
-		eventIDOf(verImpl, [sha256.Size]byte{}) == "" {
+	if idEncoding(verImpl) == nil || verImpl.Version() == gomatrixserverlib.RoomVersionPseudoIDs {
 		return c, false, nil
 	}
 	p, ok := readPlain(js)

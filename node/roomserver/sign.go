@@ -28,7 +28,7 @@ import (
 // TestSignEventAgreesWithBuild and FuzzSignEvent hold the two to the same
 // bytes and ID.
 func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.EventBuilder, now time.Time, origin spec.ServerName, keyID gomatrixserverlib.KeyID, key ed25519.PrivateKey) (gomatrixserverlib.PDU, error) {
-	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 || len(eb.Signature) > 0 || len(eb.Unsigned) > 0 {
+	if idEncoding(verImpl) == nil || len(eb.Signature) > 0 || len(eb.Unsigned) > 0 {
 		return eb.Build(now, origin, keyID, key)
 	}
 	if verImpl.DomainlessRoomIDs() && eb.Type == spec.MRoomCreate && eb.StateKey != nil && eb.RoomID != "" {
@@ -81,11 +81,7 @@ func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.Eve
 		return nil, err
 	}
 	signed := withKey(hashed, "signatures", sigs)
-	eventID := eventIDOf(verImpl, sha256.Sum256(redacted))
-	if eventID == "" {
-		return eb.Build(now, origin, keyID, key)
-	}
-	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(eventID, signed, false)
+	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(eventIDOf(verImpl, sha256.Sum256(redacted)), signed, false)
 	if err != nil {
 		return nil, err
 	}
@@ -123,14 +119,23 @@ func withKey(obj []byte, key string, value []byte) []byte {
 // eventIDOf is the ID of an event whose reference hash is sum, in room
 // versions where IDs are hashes ("" in others).
 func eventIDOf(verImpl gomatrixserverlib.IRoomVersion, sum [sha256.Size]byte) string {
+	if enc := idEncoding(verImpl); enc != nil {
+		return "$" + enc.EncodeToString(sum[:])
+	}
+	return ""
+}
+
+// idEncoding is how a room version writes the hashes its event IDs are:
+// nil in versions whose event IDs are no hashes.
+func idEncoding(verImpl gomatrixserverlib.IRoomVersion) *base64.Encoding {
 	if verImpl.EventFormat() != gomatrixserverlib.EventFormatV2 {
-		return ""
+		return nil
 	}
 	switch verImpl.EventIDFormat() {
 	case gomatrixserverlib.EventIDFormatV2:
-		return "$" + base64.RawStdEncoding.EncodeToString(sum[:])
+		return base64.RawStdEncoding
 	case gomatrixserverlib.EventIDFormatV3:
-		return "$" + base64.RawURLEncoding.EncodeToString(sum[:])
+		return base64.RawURLEncoding
 	}
-	return ""
+	return nil
 }
