@@ -160,12 +160,15 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	c.JSON = gomatrixserverlib.CanonicalJSONAssumeValid(js)
 	// What the servers signed is the redacted event, and so is what the
 	// ID is the hash of.
-	signedJSON, err := verImpl.RedactEventJSON(c.JSON)
+	signedJSON, canonical, err := RedactCanonical(verImpl, c.JSON)
 	if err != nil {
 		return c, true, &BadEventError{Reason: err.Error()}
 	}
 	if !contentHashMatches(c.JSON) {
-		c.JSON, c.Redacted = gomatrixserverlib.CanonicalJSONAssumeValid(signedJSON), true
+		if !canonical {
+			signedJSON = gomatrixserverlib.CanonicalJSONAssumeValid(signedJSON)
+		}
+		c.JSON, c.Redacted = signedJSON, true
 	}
 	servers, err := p.signers(verImpl, c.JSON)
 	if err != nil {
@@ -325,21 +328,29 @@ func plainString(v gjson.Result) bool {
 
 // contentHashMatches tells whether an event's content hash is the hash of
 // its canonical JSON without signatures, unsigned data and hashes, as
-// gomatrixserverlib's parsing checks it.
+// gomatrixserverlib's parsing checks it. The event is canonical, with
+// each key once: the hashed form is its bytes without those keys.
 func contentHashMatches(canonical []byte) bool {
 	var want spec.Base64Bytes
-	if err := want.Decode(gjson.GetBytes(canonical, "hashes.sha256").Str); err != nil {
-		return false
-	}
-	hashable := canonical
-	for _, key := range []string{"signatures", "unsigned", "hashes"} {
-		var err error
-		if hashable, err = sjson.DeleteBytes(hashable, key); err != nil {
-			return false
+	hashable := make([]byte, 1, len(canonical))
+	hashable[0] = '{'
+	gjson.ParseBytes(canonical).ForEach(func(k, v gjson.Result) bool {
+		switch k.Raw {
+		case `"hashes"`:
+			if err := want.Decode(v.Get("sha256").Str); err != nil {
+				want = nil
+			}
+		case `"signatures"`, `"unsigned"`:
+		default:
+			if len(hashable) > 1 {
+				hashable = append(hashable, ',')
+			}
+			hashable = append(append(append(hashable, k.Raw...), ':'), v.Raw...)
 		}
-	}
-	sum := sha256.Sum256(hashable)
-	return bytes.Equal(sum[:], want)
+		return true
+	})
+	sum := sha256.Sum256(append(hashable, '}'))
+	return want != nil && bytes.Equal(sum[:], want)
 }
 
 // signedEventID is the ID of an event whose redacted form the verifiers

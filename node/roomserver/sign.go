@@ -19,8 +19,9 @@ import (
 // event about a dozen times over to hash, redact, sign and find the ID
 // (gomatrixserverlib's own TODO in its signEvent), and in wasm that was a
 // millisecond a message. This does each step once, with
-// gomatrixserverlib's own parts: EnforcedCanonicalJSON, RedactEventJSON,
-// CanonicalJSON, NewEventFromTrustedJSONWithEventID and CheckFields. The
+// gomatrixserverlib's own parts: EnforcedCanonicalJSON, RedactEventJSON
+// (through RedactCanonical), CanonicalJSON,
+// NewEventFromTrustedJSONWithEventID and CheckFields. The
 // redacted canonical JSON it signs is also what the ID is the hash of.
 //
 // A builder it does not cover (older event formats, one carrying
@@ -64,11 +65,11 @@ func SignEvent(verImpl gomatrixserverlib.IRoomVersion, eb *gomatrixserverlib.Eve
 	hashed := withKey(canonical, "hashes", fmt.Appendf(nil, `{"sha256":"%s"}`, base64.RawStdEncoding.EncodeToString(sum[:])))
 	// Signed, and hashed for the ID: the redacted event, canonical,
 	// without signatures and unsigned (redacting keeps neither here).
-	redacted, err := verImpl.RedactEventJSON(hashed)
-	if err != nil {
-		return nil, err
+	redacted, done, err := RedactCanonical(verImpl, hashed)
+	if err == nil && !done {
+		redacted, err = gomatrixserverlib.CanonicalJSON(redacted)
 	}
-	if redacted, err = gomatrixserverlib.CanonicalJSON(redacted); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	sigs, err := json.Marshal(map[spec.ServerName]map[gomatrixserverlib.KeyID]spec.Base64Bytes{
