@@ -157,7 +157,7 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 			return c, true, &BadEventError{Reason: err.Error()}
 		}
 	}
-	c.JSON = gomatrixserverlib.CanonicalJSONAssumeValid(js)
+	c.JSON = bytes.Clone(canonicalJSON(js))
 	// What the servers signed is the redacted event, and so is what the
 	// ID is the hash of.
 	signedJSON, canonical, err := RedactCanonical(verImpl, c.JSON)
@@ -166,7 +166,7 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	}
 	if !contentHashMatches(c.JSON) {
 		if !canonical {
-			signedJSON = gomatrixserverlib.CanonicalJSONAssumeValid(signedJSON)
+			signedJSON = canonicalJSON(signedJSON)
 		}
 		c.JSON, c.Redacted = signedJSON, true
 	}

@@ -42,3 +42,9 @@ func CheckEvent(ctx context.Context, version gomatrixserverlib.RoomVersion, js [
 	pdu, err = parseChecked(verImpl, c)
 	return pdu, plain, err
 }
+
+// CanonicalJSON is canonicalJSON, and whether it found js canonical.
+func CanonicalJSON(js []byte) (out []byte, already bool) {
+	out = canonicalJSON(js)
+	return out, len(out) > 0 && &out[0] == &js[0]
+}

@@ -54,7 +54,7 @@ func (v NameVerifier) verify(ctx context.Context, req gomatrixserverlib.VerifyJS
 // (its errors in lower case): the signature by signingName's keyID and
 // the canonical JSON it signs. It takes the message apart as
 // gomatrixserverlib.SignJSON puts it together (gjson, sjson,
-// CanonicalJSON), not through encoding/json maps: in wasm that round trip
+// canonicalJSON), not through encoding/json maps: in wasm that round trip
 // cost more than the signature check itself.
 func SignedBytes(signingName string, keyID gomatrixserverlib.KeyID, message []byte) (sig, canonical []byte, err error) {
 	if !gjson.ValidBytes(message) {
@@ -110,10 +110,7 @@ func SignedBytes(signingName string, keyID gomatrixserverlib.KeyID, message []by
 			return nil, nil, err
 		}
 	}
-	if canonical, err = gomatrixserverlib.CanonicalJSON(unsigned); err != nil {
-		return nil, nil, err
-	}
-	return signature, canonical, nil
+	return signature, canonicalJSON(unsigned), nil
 }
 
 // SignedHash is the SHA-256 of what verifiers checked signatures over,
