@@ -676,7 +676,8 @@ func (r *room) stateBefore(tx *storage.Tx, ev gomatrixserverlib.PDU, given []str
 // through it after the stream, and /sync, which reads positions above its
 // token, never serves it as new. Positions are handed out in blocks below
 // the lowest in use, in input order, so a batch given oldest first pages
-// back newest first.
+// back newest first. Its stream row is written with the batch's others,
+// at the batch's end (inputRemote).
 func (r *room) storeBackfilled(tx *storage.Tx, ev gomatrixserverlib.PDU, old *storage.Event, snapshotNID int64) error {
 	pos := r.backfillPos
 	r.backfillPos++
@@ -698,7 +699,8 @@ func (r *room) storeBackfilled(tx *storage.Tx, ev gomatrixserverlib.PDU, old *st
 			return err
 		}
 	}
-	return storage.InsertStreamAt(tx, pos, r.row.NID, nid)
+	r.history = append(r.history, storage.HistoryRow{Pos: pos, EventNID: nid})
+	return nil
 }
 
 // storeRejected keeps a rejected event so it is never fetched or accepted

@@ -81,6 +81,9 @@ type room struct {
 	// rows (without JSON) of the events a batch of remote input refers
 	// to; nil outside such a batch. A nil entry: known to be missing.
 	meta map[string]*storage.Event
+	// the stream rows of the history a batch of remote input backfilled,
+	// written together at its end
+	history []storage.HistoryRow
 
 	// What prepare builds on: the extremities and depth the room will
 	// have once the batch in flight commits. Worker-only.
@@ -524,7 +527,7 @@ func (r *room) inputRemote(tx *storage.Tx, evs []*remoteEvent, outs *[]Output) e
 	if err := r.prefetchMeta(tx, evs); err != nil {
 		return err
 	}
-	defer func() { r.meta = nil }()
+	defer func() { r.meta, r.history = nil, r.history[:0] }()
 	for _, re := range evs {
 		o, err := r.input(tx, re)
 		if err != nil {
@@ -539,7 +542,7 @@ func (r *room) inputRemote(tx *storage.Tx, evs []*remoteEvent, outs *[]Output) e
 			}
 		}
 	}
-	return nil
+	return storage.InsertHistory(tx, r.row.NID, r.history)
 }
 
 // reserveBackfillPositions sets aside a block of negative stream positions

@@ -78,3 +78,56 @@ func TestEventsByIDAndByDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestInsertHistory: backfilled history goes into the stream at the
+// positions given, every row of a batch larger than one statement writes,
+// and a position taken already fails the write.
+func TestInsertHistory(t *testing.T) {
+	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.MigrateRooms(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var rows []HistoryRow
+	for i := range 2*historyChunk + 5 {
+		rows = append(rows, HistoryRow{Pos: int64(i) - 100, EventNID: int64(1000 + i)})
+	}
+	if err := db.Write(ctx, func(tx *Tx) error { return InsertHistory(tx, 7, rows) }); err != nil {
+		t.Fatal(err)
+	}
+	var got []HistoryRow
+	err = db.Write(ctx, func(tx *Tx) error {
+		rs, err := tx.Query(`SELECT pos, event_nid FROM stream WHERE room_nid = 7 AND adds = x'' AND removes = x'' ORDER BY pos`)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var r HistoryRow
+			if err := rs.Scan(&r.Pos, &r.EventNID); err != nil {
+				return err
+			}
+			got = append(got, r)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, rows) {
+		t.Fatalf("stream holds %v,\nwant %v", got, rows)
+	}
+	err = db.Write(ctx, func(tx *Tx) error { return InsertHistory(tx, 7, []HistoryRow{{Pos: -200, EventNID: 1}, {Pos: -100, EventNID: 2}}) })
+	if err == nil {
+		t.Fatal("a taken position was written again")
+	}
+	var lowest int64
+	err = db.Write(ctx, func(tx *Tx) (err error) { lowest, err = LowestStreamPos(tx); return err })
+	if err != nil || lowest != -100 {
+		t.Fatalf("after a failed write the lowest position is %d (%v), want -100 (nothing of it kept)", lowest, err)
+	}
+}

@@ -635,11 +635,32 @@ func LowestStreamPos(tx *Tx) (int64, error) {
 	return pos, err
 }
 
-// InsertStreamAt adds an event at a chosen stream position: backfilled
+// HistoryRow is an event at a chosen stream position: backfilled
 // history, below the stream, changing no state.
-func InsertStreamAt(tx *Tx, pos, roomNID, eventNID int64) error {
-	_, err := tx.Exec(`INSERT INTO stream (pos, room_nid, event_nid, adds, removes) VALUES (?, ?, ?, x'', x'')`, pos, roomNID, eventNID)
-	return err
+type HistoryRow struct{ Pos, EventNID int64 }
+
+// historyChunk is how many history rows one INSERT writes. In wasm a
+// statement costs about as much again as the row it inserts.
+const historyChunk = 32
+
+// InsertHistory adds a room's backfilled events to the stream, in
+// statements of up to historyChunk rows.
+func InsertHistory(tx *Tx, roomNID int64, rows []HistoryRow) error {
+	args := make([]any, 0, 3*historyChunk)
+	for len(rows) > 0 {
+		n := min(len(rows), historyChunk)
+		args = args[:0]
+		for _, r := range rows[:n] {
+			args = append(args, r.Pos, roomNID, r.EventNID)
+		}
+		q := "INSERT INTO stream (pos, room_nid, event_nid, adds, removes) VALUES (?, ?, ?, x'', x'')" +
+			strings.Repeat(", (?, ?, ?, x'', x'')", n-1)
+		if _, err := tx.Exec(q, args...); err != nil {
+			return fmt.Errorf("insert history at %d: %w", rows[0].Pos, err)
+		}
+		rows = rows[n:]
+	}
+	return nil
 }
 
 // OldestTimelineEvents returns a room's oldest events in its timeline (by
