@@ -121,7 +121,9 @@ func TestInsertHistory(t *testing.T) {
 	if !slices.Equal(got, rows) {
 		t.Fatalf("stream holds %v,\nwant %v", got, rows)
 	}
-	err = db.Write(ctx, func(tx *Tx) error { return InsertHistory(tx, 7, []HistoryRow{{Pos: -200, EventNID: 1}, {Pos: -100, EventNID: 2}}) })
+	err = db.Write(ctx, func(tx *Tx) error {
+		return InsertHistory(tx, 7, []HistoryRow{{Pos: -200, EventNID: 1}, {Pos: -100, EventNID: 2}})
+	})
 	if err == nil {
 		t.Fatal("a taken position was written again")
 	}
