@@ -512,10 +512,6 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 		}
 	}
 
-	nid, err := r.insert(tx, ev, before.nid, false)
-	if err != nil {
-		return nil, err
-	}
 	if re.stateBefore != nil {
 		// The state before this event came from another server (a join):
 		// record the jump as its own stream row, with no event, so the
@@ -525,7 +521,15 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 			return nil, err
 		}
 	}
-	return r.advance(tx, ev, nid, before)
+	pos, err := storage.NextStreamPos(tx)
+	if err != nil {
+		return nil, err
+	}
+	nid, err := r.insertAt(tx, ev, before.nid, false, pos)
+	if err != nil {
+		return nil, err
+	}
+	return r.advance(tx, ev, nid, pos, before)
 }
 
 // prefetchMeta loads, in one query, the rows of every event a batch of
@@ -745,8 +749,8 @@ func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID in
 }
 
 // advance makes a stored event a forward extremity, recomputes the
-// room's current state and appends the event to the stream.
-func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid int64, before *snapshot) (*Output, error) {
+// room's current state and appends the event to the stream at pos.
+func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid, pos int64, before *snapshot) (*Output, error) {
 	prevs := map[string]bool{}
 	for _, p := range ev.PrevEventIDs() {
 		prevs[p] = true
@@ -799,15 +803,12 @@ func (r *room) advance(tx *storage.Tx, ev gomatrixserverlib.PDU, nid int64, befo
 		exts, extIDs = exts[len(exts)-maxPrevEvents*5:], extIDs[len(extIDs)-maxPrevEvents*5:]
 	}
 
-	out := &Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: nid}
+	out := &Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: nid, Pos: pos}
 	adds, removes, added, err := r.setCurrent(tx, after, out)
 	if err != nil {
 		return nil, err
 	}
-	if out.Pos, err = storage.AppendStream(tx, r.row.NID, nid, adds, removes); err != nil {
-		return nil, err
-	}
-	if err := storage.SetStreamPos(tx, nid, out.Pos); err != nil {
+	if err := storage.AppendStreamAt(tx, pos, r.row.NID, nid, adds, removes); err != nil {
 		return nil, err
 	}
 	for _, e := range added {

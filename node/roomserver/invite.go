@@ -92,18 +92,18 @@ func (rs *Roomserver) storeOutOfRoom(ctx context.Context, version gomatrixserver
 		if err != nil {
 			return err
 		}
+		pos, err := storage.NextStreamPos(tx)
+		if err != nil {
+			return err
+		}
 		nid, err := storage.InsertEvent(tx, &storage.Event{
 			RoomNID: roomNID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
-			Depth: ev.Depth(), JSON: ev.JSON(),
+			Depth: ev.Depth(), StreamPos: pos, JSON: ev.JSON(),
 		})
 		if err != nil {
 			return err
 		}
-		pos, err := storage.AppendStream(tx, roomNID, nid, nil, nil)
-		if err != nil {
-			return err
-		}
-		if err := storage.SetStreamPos(tx, nid, pos); err != nil {
+		if err := storage.AppendStreamAt(tx, pos, roomNID, nid, nil, nil); err != nil {
 			return err
 		}
 		if err := storage.SetMembership(tx, *ev.StateKey(), roomNID, membership, nid, pos); err != nil {

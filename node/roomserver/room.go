@@ -844,14 +844,18 @@ func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
 			return Output{}, err
 		}
 	}
+	pos, err := storage.NextStreamPos(tx)
+	if err != nil {
+		return Output{}, err
+	}
 	row := &storage.Event{
 		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
-		Depth: ev.Depth(), SnapshotNID: r.st.snapshot, JSON: ev.JSON(),
+		Depth: ev.Depth(), SnapshotNID: r.st.snapshot, StreamPos: pos, JSON: ev.JSON(),
 	}
 	if _, err := storage.InsertEvent(tx, row); err != nil {
 		return Output{}, err
 	}
-	out := Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: row.NID}
+	out := Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: row.NID, Pos: pos}
 	var adds, removes []int64
 	var set, del []storage.StateEntry
 	if keyNID != 0 {
@@ -872,10 +876,7 @@ func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
 			return Output{}, err
 		}
 	}
-	if out.Pos, err = storage.AppendStream(tx, r.row.NID, row.NID, adds, removes); err != nil {
-		return Output{}, err
-	}
-	if err := storage.SetStreamPos(tx, row.NID, out.Pos); err != nil {
+	if err := storage.AppendStreamAt(tx, pos, r.row.NID, row.NID, adds, removes); err != nil {
 		return Output{}, err
 	}
 	if len(set) > 0 || len(del) > 0 {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -131,5 +132,77 @@ func TestInsertHistory(t *testing.T) {
 	err = db.Write(ctx, func(tx *Tx) (err error) { lowest, err = LowestStreamPos(tx); return err })
 	if err != nil || lowest != -100 {
 		t.Fatalf("after a failed write the lowest position is %d (%v), want -100 (nothing of it kept)", lowest, err)
+	}
+}
+
+// TestStreamPositions: positions handed out before an event's row is
+// written, and those AppendStream takes, follow one another across
+// writes; an undone write's are handed out again, as nobody saw them; a
+// reopened database goes on after the last.
+func TestStreamPositions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.db")
+	db, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.MigrateRooms(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var got []int64
+	appendOne := func(tx *Tx, at bool) error {
+		if !at {
+			pos, err := AppendStream(tx, 1, 10, nil, nil)
+			got = append(got, pos)
+			return err
+		}
+		pos, err := NextStreamPos(tx)
+		if err != nil {
+			return err
+		}
+		got = append(got, pos)
+		return AppendStreamAt(tx, pos, 1, 10, nil, nil)
+	}
+	failed := errors.New("refused")
+	write := func(fn func(*Tx) error) {
+		t.Helper()
+		if err := db.Write(ctx, fn); err != nil && !errors.Is(err, failed) {
+			t.Fatal(err)
+		}
+	}
+	write(func(tx *Tx) error { return errors.Join(appendOne(tx, false), appendOne(tx, true)) })
+	write(func(tx *Tx) error { return errors.Join(appendOne(tx, true), failed) })
+	write(func(tx *Tx) error { return appendOne(tx, true) })
+	db.Close()
+
+	if db, err = Open(Options{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	write(func(tx *Tx) error { return appendOne(tx, true) })
+	var stored []int64
+	err = db.Write(ctx, func(tx *Tx) error {
+		rs, err := tx.Query(`SELECT pos FROM stream ORDER BY pos`)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var p int64
+			if err := rs.Scan(&p); err != nil {
+				return err
+			}
+			stored = append(stored, p)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{1, 2, 3, 3, 4}; !slices.Equal(got, want) {
+		t.Errorf("positions handed out: %v, want %v", got, want)
+	}
+	if want := []int64{1, 2, 3, 4}; !slices.Equal(stored, want) {
+		t.Errorf("positions stored: %v, want %v", stored, want)
 	}
 }

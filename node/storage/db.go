@@ -59,6 +59,9 @@ type DB struct {
 	walPages atomic.Int64
 	compact  []byte
 	recent   recentTxns
+	// streamPos is the newest stream position committed (0: not read
+	// yet); only whoever commits touches it (see NextStreamPos).
+	streamPos int64
 }
 
 type writeReq struct {
@@ -79,6 +82,8 @@ type Tx struct {
 	// and the first and newest events
 	txns                  []txnNote
 	firstEvent, lastEvent int64
+	// the newest stream position handed out (see NextStreamPos)
+	streamPos int64
 }
 
 // stmt returns a prepared form of q for this transaction, or nil if q
@@ -436,7 +441,7 @@ func (db *DB) checkpoint() {
 func (db *DB) commit(batch []*writeReq) {
 	ctx := context.Background()
 	stx, err := db.w.BeginTx(ctx, nil)
-	tx := &Tx{tx: stx, db: db}
+	tx := &Tx{tx: stx, db: db, streamPos: db.streamPos}
 	if err != nil {
 		for _, req := range batch {
 			req.err <- fmt.Errorf("storage: begin: %w", err)
@@ -479,6 +484,7 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 		return
 	}
+	db.streamPos = tx.streamPos
 	db.recent.publish(tx.txns, tx.firstEvent, tx.lastEvent)
 	for i, req := range batch {
 		req.err <- errs[i]

@@ -423,10 +423,39 @@ func (db *DB) StateBlock(ctx context.Context, blockNID int64) ([]StateEntry, err
 	return decodeBlock(blockNID, b)
 }
 
-// AppendStream adds an event to the output stream and returns its position.
+// NextStreamPos hands out the stream position after every one in use,
+// for an event whose row is written before its stream row (which
+// AppendStreamAt then writes there): the event's row carries it from the
+// start instead of being updated once the stream row has it. Writes that
+// commit never share a position; one undone under a savepoint (see
+// commit) leaves a gap.
+func NextStreamPos(tx *Tx) (int64, error) {
+	if tx.streamPos == 0 {
+		err := tx.QueryRow(`SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'stream'), 0)`).Scan(&tx.streamPos)
+		if err != nil {
+			return 0, fmt.Errorf("next stream position: %w", err)
+		}
+	}
+	tx.streamPos++
+	return tx.streamPos, nil
+}
+
+// AppendStream adds an event (or, with eventNID 0, a change of state
+// alone) to the output stream and returns its position.
 func AppendStream(tx *Tx, roomNID, eventNID int64, adds, removes []int64) (int64, error) {
-	return tx.Insert(`INSERT INTO stream (room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?)`,
-		roomNID, eventNID, PackNIDs(adds), PackNIDs(removes))
+	pos, err := NextStreamPos(tx)
+	if err != nil {
+		return 0, err
+	}
+	return pos, AppendStreamAt(tx, pos, roomNID, eventNID, adds, removes)
+}
+
+// AppendStreamAt adds an event to the output stream at a position from
+// NextStreamPos.
+func AppendStreamAt(tx *Tx, pos, roomNID, eventNID int64, adds, removes []int64) error {
+	_, err := tx.Exec(`INSERT INTO stream (pos, room_nid, event_nid, adds, removes) VALUES (?, ?, ?, ?, ?)`,
+		pos, roomNID, eventNID, PackNIDs(adds), PackNIDs(removes))
+	return err
 }
 
 // SetCurrentState applies a state delta to a room's current state.
