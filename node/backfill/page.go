@@ -72,10 +72,18 @@ func (b *Backfiller) store(ctx context.Context, st *roomBackfill, roomID string,
 		return 0, nil
 	}
 	inPage := make(map[string]bool, len(p.evs))
-	var prevs []string
 	for _, v := range p.evs {
 		inPage[v.PDU().EventID()] = true
-		prevs = append(prevs, v.PDU().PrevEventIDs()...)
+	}
+	// Only prev events from outside the page are looked up: those in it
+	// (all but the oldest's, in a linear history) are being stored now.
+	var prevs []string
+	for _, v := range p.evs {
+		for _, id := range v.PDU().PrevEventIDs() {
+			if !inPage[id] {
+				prevs = append(prevs, id)
+			}
+		}
 	}
 	_, inTimeline, err := b.rs.Have(ctx, prevs)
 	if err != nil {
