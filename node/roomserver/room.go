@@ -40,6 +40,8 @@ type request struct {
 	// needs no write (refused, or a repeated transaction).
 	built gomatrixserverlib.PDU
 	early *result
+	// allowed: the auth verdict on built, to remember (see buildAllowed)
+	allowed string
 	// txnUnseen: the transaction ID was not looked up before building;
 	// the write looks it up (see sortOut).
 	txnUnseen bool
@@ -372,6 +374,9 @@ func (r *room) buildGroup(group []*request) {
 	wg.Wait()
 	var ids []string
 	for _, req := range group {
+		if req.allowed != "" {
+			r.rememberAllowed(req.allowed)
+		}
 		if req.built != nil {
 			ids = append(ids, req.built.EventID())
 			continue
@@ -406,14 +411,16 @@ func siblings(reqs []*request, width int) []*request {
 	return reqs[:n]
 }
 
-// prepareOne builds one request's event on the head, or its refusal.
+// prepareOne builds one request's event on the head, or its refusal. It
+// runs beside others of its group, so the verdict to remember waits in
+// req for buildGroup.
 func (r *room) prepareOne(req *request) {
-	ev, err := r.buildAllowed(req.local[0], r.head.ids, r.head.depth)
+	ev, allowed, err := r.buildAllowed(req.local[0], r.head.ids, r.head.depth)
 	if err != nil {
 		req.early = &result{err: err}
 		return
 	}
-	req.built = ev
+	req.built, req.allowed = ev, allowed
 }
 
 // submit starts the batch's write and returns its flight, or answers the
@@ -712,9 +719,12 @@ func (r *room) send(tx *storage.Tx, ne NewEvent) (Output, string, error) {
 			return Output{}, "", err
 		}
 	}
-	ev, err := r.buildAllowed(ne, r.extIDs, r.row.Depth)
+	ev, allowed, err := r.buildAllowed(ne, r.extIDs, r.row.Depth)
 	if err != nil {
 		return Output{}, "", err
+	}
+	if allowed != "" {
+		r.rememberAllowed(allowed)
 	}
 	out, err := r.storeLocal(tx, ev, ne)
 	return out, ev.EventID(), err
@@ -760,16 +770,24 @@ func (r *room) storeLocal(tx *storage.Tx, ev gomatrixserverlib.PDU, ne NewEvent)
 }
 
 // buildAllowed builds a local event on prev and checks it against the
-// current state.
-func (r *room) buildAllowed(ne NewEvent, prev []string, depth int64) (gomatrixserverlib.PDU, error) {
-	ev, err := r.build(ne, prev, depth, time.Now())
-	if err != nil {
-		return nil, err
+// current state. The auth events the event names are the ones the auth
+// rules read from that state, so a verdict remembered for them (see
+// plainAuthKey) stands; a new one to remember is returned as allowed.
+func (r *room) buildAllowed(ne NewEvent, prev []string, depth int64) (ev gomatrixserverlib.PDU, allowed string, err error) {
+	if ev, err = r.build(ne, prev, depth, time.Now()); err != nil {
+		return nil, "", err
+	}
+	key, plain := plainAuthKey(ev, ev.AuthEventIDs())
+	if _, seen := r.allowed[key]; plain && seen {
+		return ev, "", nil
 	}
 	if err := gomatrixserverlib.Allowed(ev, &r.st, userIDForSender); err != nil {
-		return nil, &ForbiddenError{Reason: err.Error()}
+		return nil, "", &ForbiddenError{Reason: err.Error()}
 	}
-	return ev, nil
+	if plain {
+		allowed = key
+	}
+	return ev, allowed, nil
 }
 
 // build makes a signed event on top of prev, the room's forward

@@ -422,3 +422,48 @@ func TestRoomsCreatedAtOnceGetTheirOwnIDs(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestRememberedVerdictsFollowTheState: the auth rules' verdicts the
+// roomserver remembers for a member's messages give way as soon as the
+// state they depend on changes: the power to send, then membership;
+// whether the messages come one at a time or together (built at once).
+func TestRememberedVerdictsFollowTheState(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	alice, bob := "@alice:"+server, "@bob:"+server
+	room := h.createRoom(gomatrixserverlib.RoomVersionV11, alice)
+	h.send(room, member(alice, bob, "invite"))
+	h.send(room, member(bob, bob, "join"))
+	levels := func(eventsDefault int) roomserver.NewEvent {
+		return roomserver.NewEvent{Sender: alice, Type: spec.MRoomPowerLevels, StateKey: sk(""),
+			Content: js(map[string]any{"users": map[string]int{alice: 100}, "invite": 0, "events_default": eventsDefault})}
+	}
+	sends := func(phase string, allowed bool) {
+		t.Helper()
+		for _, n := range []int{1, 6} {
+			errs := make(chan error, n)
+			for i := range n {
+				go func() {
+					_, err := h.rs.Send(ctx, room, msg(bob, fmt.Sprintf("%s %d/%d", phase, i, n)))
+					errs <- err
+				}()
+			}
+			for range n {
+				var fe *roomserver.ForbiddenError
+				switch err := <-errs; {
+				case allowed && err != nil:
+					t.Fatalf("%s, %d at once: %v", phase, n, err)
+				case !allowed && !errors.As(err, &fe):
+					t.Fatalf("%s, %d at once: got %v, want ForbiddenError", phase, n, err)
+				}
+			}
+		}
+	}
+	sends("joined", true)
+	h.send(room, levels(50))
+	sends("muted", false)
+	h.send(room, levels(0))
+	sends("unmuted", true)
+	h.send(room, member(alice, bob, "leave"))
+	sends("kicked", false)
+}
