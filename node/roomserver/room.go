@@ -96,7 +96,8 @@ type room struct {
 	// requests with a transaction ID prepared and not yet known to be
 	// committed
 	txns map[txnKey]*request
-	// auth verdicts remembered (see plainAuthKey): a worker-only cache
+	// auth verdicts remembered (see plainAuthKey): a worker-only cache,
+	// which the events of a group built side by side only read
 	allowed map[string]struct{}
 }
 
