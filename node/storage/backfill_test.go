@@ -9,19 +9,28 @@ import (
 	"testing"
 )
 
+// openRooms opens the database at path with the rooms' tables.
+func openRooms(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.MigrateRooms(); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db
+}
+
 // TestEventsByIDAndByDepth: the batch reads behind /backfill find events
 // by ID (rejected ones too; unknown IDs skipped) and a room's events by
 // depth, deepest first, within the bounds and the room, at least as many
 // as asked for when there are.
 func TestEventsByIDAndByDepth(t *testing.T) {
-	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openRooms(t, filepath.Join(t.TempDir(), "h.db"))
 	defer db.Close()
-	if err := db.MigrateRooms(); err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	ctx := context.Background()
 	var room, other int64
 	err = db.Write(ctx, func(tx *Tx) error {
@@ -84,14 +93,9 @@ func TestEventsByIDAndByDepth(t *testing.T) {
 // positions given, every row of a batch larger than one statement writes,
 // and a position taken already fails the write.
 func TestInsertHistory(t *testing.T) {
-	db, err := Open(Options{Path: filepath.Join(t.TempDir(), "h.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openRooms(t, filepath.Join(t.TempDir(), "h.db"))
 	defer db.Close()
-	if err := db.MigrateRooms(); err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	ctx := context.Background()
 	var rows []HistoryRow
 	for i := range 2*historyChunk + 5 {
@@ -141,13 +145,7 @@ func TestInsertHistory(t *testing.T) {
 // reopened database goes on after the last.
 func TestStreamPositions(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "h.db")
-	db, err := Open(Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.MigrateRooms(); err != nil {
-		t.Fatal(err)
-	}
+	db := openRooms(t, path)
 	ctx := context.Background()
 	var got []int64
 	appendOne := func(tx *Tx, at bool) error {
@@ -175,13 +173,11 @@ func TestStreamPositions(t *testing.T) {
 	write(func(tx *Tx) error { return appendOne(tx, true) })
 	db.Close()
 
-	if db, err = Open(Options{Path: path}); err != nil {
-		t.Fatal(err)
-	}
+	db = openRooms(t, path)
 	defer db.Close()
 	write(func(tx *Tx) error { return appendOne(tx, true) })
 	var stored []int64
-	err = db.Write(ctx, func(tx *Tx) error {
+	err := db.Write(ctx, func(tx *Tx) error {
 		rs, err := tx.Query(`SELECT pos FROM stream ORDER BY pos`)
 		if err != nil {
 			return err
