@@ -149,12 +149,11 @@ func checkPlain(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, js 
 	if err := verImpl.CheckCanonicalJSON(js); err != nil {
 		return c, true, &BadEventError{Reason: "not canonical JSON: " + err.Error()}
 	}
-	for _, key := range strippedKeys {
-		if !p.strip {
-			break
-		}
-		if js, err = sjson.DeleteBytes(js, key); err != nil {
-			return c, true, &BadEventError{Reason: err.Error()}
+	if p.strip {
+		for _, key := range strippedKeys {
+			if js, err = sjson.DeleteBytes(js, key); err != nil {
+				return c, true, &BadEventError{Reason: err.Error()}
+			}
 		}
 	}
 	c.JSON = bytes.Clone(canonicalJSON(js))
@@ -342,10 +341,7 @@ func contentHashMatches(canonical []byte) bool {
 			}
 		case `"signatures"`, `"unsigned"`:
 		default:
-			if len(hashable) > 1 {
-				hashable = append(hashable, ',')
-			}
-			hashable = append(append(append(hashable, k.Raw...), ':'), v.Raw...)
+			hashable = appendMember(hashable, k.Raw, v.Raw)
 		}
 		return true
 	})

@@ -138,23 +138,27 @@ func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (ou
 	if !shape.fast {
 		return nil, false
 	}
-	out = make([]byte, 0, len(canonical))
-	out = append(out, '{')
+	out = make([]byte, 1, len(canonical))
+	out[0] = '{'
 	for i, k := range keys[:n] {
-		if !shape.keep[i] {
-			continue
-		}
-		if len(out) > 1 {
-			out = append(out, ',')
-		}
-		out = append(append(out, k.Raw...), ':')
-		if i == content {
-			out = append(out, "{}"...)
-		} else {
-			out = append(out, vals[i].Raw...)
+		switch {
+		case !shape.keep[i]:
+		case i == content:
+			out = appendMember(out, k.Raw, "{}")
+		default:
+			out = appendMember(out, k.Raw, vals[i].Raw)
 		}
 	}
 	return append(out, '}'), true
+}
+
+// appendMember appends "key":value (both raw JSON) to obj, an object
+// being written from its opening brace on.
+func appendMember(obj []byte, key, value string) []byte {
+	if len(obj) > 1 {
+		obj = append(obj, ',')
+	}
+	return append(append(append(obj, key...), ':'), value...)
 }
 
 // learnShape asks gomatrixserverlib to redact a skeleton and reads off
