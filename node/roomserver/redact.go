@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -29,6 +30,10 @@ import (
 func RedactCanonical(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (redacted []byte, isCanonical bool, err error) {
 	if out, ok := redactByShape(verImpl, canonical); ok {
 		return out, true, nil
+	}
+	if v := gjson.ParseBytes(canonical); gjson.ValidBytes(canonical) && !v.IsObject() {
+		// gomatrixserverlib refuses these, but panics on null.
+		return nil, false, errors.New("event is not a JSON object")
 	}
 	redacted, err = verImpl.RedactEventJSON(canonical)
 	return redacted, false, err

@@ -55,6 +55,7 @@ func redactCases() []struct {
 		{"key given twice", `{"content":{},"sender":"@a:a","sender":"@b:b","type":"m.room.message"}`, false},
 		{"many keys", many, false},
 		{"not an object", `["content"]`, false},
+		{"null", `null`, false},
 		{"not JSON", `{"content":`, false},
 		{"member", state("m.room.member", `{"avatar_url":"x","displayname":"A","membership":"join"}`), false},
 		{"member without membership", state("m.room.member", `{"displayname":"A"}`), true},
@@ -95,7 +96,7 @@ func redactAgrees(t testing.TB, verImpl gomatrixserverlib.IRoomVersion, js []byt
 	if c, err := gomatrixserverlib.CanonicalJSON(js); err == nil {
 		js = c
 	}
-	want, wantErr := verImpl.RedactEventJSON(bytes.Clone(js))
+	want, wantErr := gmslRedact(verImpl, bytes.Clone(js))
 	if wantErr == nil {
 		want, wantErr = gomatrixserverlib.CanonicalJSON(want)
 	}
@@ -110,6 +111,17 @@ func redactAgrees(t testing.TB, verImpl gomatrixserverlib.IRoomVersion, js []byt
 		t.Errorf("v%s %s:\nRedactCanonical: %s\ngomatrixserverlib: %s", verImpl.Version(), js, got, want)
 	}
 	return canonical
+}
+
+// gmslRedact is gomatrixserverlib's redaction, which panics on some
+// input (null): that counts as refusing it.
+func gmslRedact(verImpl gomatrixserverlib.IRoomVersion, js []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return verImpl.RedactEventJSON(js)
 }
 
 // FuzzRedact redacts the canonical form of any JSON object both ways in
