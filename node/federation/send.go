@@ -49,12 +49,25 @@ func (f *Federation) handleSend(r *http.Request, origin string, body []byte) (an
 		return nil, err
 	}
 	defer release()
-	if prev, err := f.db.FedTxnResponse(r.Context(), origin, txnID); err == nil {
-		return json.RawMessage(prev), nil
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, err
+	// Whether the transaction was seen is read while its PDUs' signatures
+	// are checked: in the browser that check waits on WebCrypto, and the
+	// node's one thread would otherwise idle meanwhile.
+	type seenTxn struct {
+		resp []byte
+		err  error
 	}
-	resp := fclient.RespSend{PDUs: f.inputPDUs(r.Context(), origin, t.PDUs)}
+	seen := make(chan seenTxn, 1)
+	go func() {
+		resp, err := f.db.FedTxnResponse(r.Context(), origin, txnID)
+		seen <- seenTxn{resp, err}
+	}()
+	pdus := f.checkPDUs(r.Context(), origin, t.PDUs)
+	if s := <-seen; s.err == nil {
+		return json.RawMessage(s.resp), nil
+	} else if !errors.Is(s.err, storage.ErrNotFound) {
+		return nil, s.err
+	}
+	resp := fclient.RespSend{PDUs: f.inputPDUs(r.Context(), origin, pdus)}
 	for _, edu := range t.EDUs {
 		if !ephemeral[edu.Type] {
 			f.log.Debug("dropping EDU of unknown type", "origin", origin, "type", edu.Type)
@@ -104,29 +117,44 @@ func (f *Federation) originLock(ctx context.Context, origin string) (func(), err
 	}
 }
 
-// inputPDUs inputs a transaction's PDUs and returns each one's result.
-// Events that wait for earlier events are retried, per room in parallel,
-// once the gap is filled from origin (each room within GapTimeout).
-func (f *Federation) inputPDUs(ctx context.Context, origin string, raws []json.RawMessage) map[string]fclient.PDUResult {
-	out := make(map[string]fclient.PDUResult, len(raws))
-	if len(raws) == 0 {
-		return out
-	}
-	in := make([]roomserver.InputEvent, 0, len(raws))
-	kept := raws[:0:0]
+// checkedPDUs are a transaction's PDUs, checked and not yet input.
+type checkedPDUs struct {
+	out  map[string]fclient.PDUResult // the results known already
+	raws []json.RawMessage            // the PDUs to input
+	in   []roomserver.Verified        // and their checks, in the same order
+}
+
+// checkPDUs refuses the PDUs a room's server ACL shuts origin out of and
+// checks the others' signatures and hashes.
+func (f *Federation) checkPDUs(ctx context.Context, origin string, raws []json.RawMessage) checkedPDUs {
+	c := checkedPDUs{out: make(map[string]fclient.PDUResult, len(raws))}
+	var in []roomserver.InputEvent
 	for _, raw := range raws {
-		// A room's server ACL refuses the origin's events outright.
 		if roomID := roomIDOf(raw); roomID != "" && f.denied(ctx, roomID, origin) {
 			if p := f.parseStored(ctx, raw); p != nil {
-				out[p.EventID()] = fclient.PDUResult{Error: "the room's server ACL does not allow " + origin}
+				c.out[p.EventID()] = fclient.PDUResult{Error: "the room's server ACL does not allow " + origin}
 			}
 			continue
 		}
-		kept = append(kept, raw)
+		c.raws = append(c.raws, raw)
 		in = append(in, roomserver.InputEvent{Origin: origin, JSON: raw})
 	}
-	raws = kept
-	res := f.rs.Input(ctx, in)
+	if len(in) > 0 {
+		c.in = f.rs.Verify(ctx, in)
+	}
+	return c
+}
+
+// inputPDUs inputs a transaction's checked PDUs and returns each one's
+// result. Events that wait for earlier events are retried, per room in
+// parallel, once the gap is filled from origin (each room within
+// GapTimeout).
+func (f *Federation) inputPDUs(ctx context.Context, origin string, c checkedPDUs) map[string]fclient.PDUResult {
+	out, raws := c.out, c.raws
+	if len(raws) == 0 {
+		return out
+	}
+	res := f.rs.InputVerified(ctx, c.in)
 	waiting := map[string][]gomatrixserverlib.PDU{}
 	for i, r := range res {
 		var me *roomserver.MissingEventsError
