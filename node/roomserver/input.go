@@ -558,13 +558,34 @@ func (r *room) prefetchMeta(tx *storage.Tx, evs []*remoteEvent) error {
 	if c := r.createEventID(); c != "" {
 		add(c)
 	}
-	rows, err := storage.EventMetasByIDTx(tx, ids)
+	// Rows remembered need no query: a live message leaves only itself.
+	ids = slices.DeleteFunc(ids, func(id string) bool {
+		row := r.rows[id]
+		if row != nil {
+			r.meta[id] = row
+		}
+		return row != nil
+	})
+	var rows []*storage.Event
+	var err error
+	switch len(ids) {
+	case 0:
+	case 1:
+		var row *storage.Event
+		if row, err = storage.EventMetaByIDTx(tx, ids[0]); err == nil {
+			rows = append(rows, row)
+		} else if errors.Is(err, storage.ErrNotFound) {
+			err = nil
+		}
+	default:
+		rows, err = storage.EventMetasByIDTx(tx, ids)
+	}
 	if err != nil {
 		r.meta = nil
 		return err
 	}
 	for _, row := range rows {
-		r.meta[row.ID] = row
+		r.meta[row.ID] = r.remember(row)
 	}
 	return nil
 }
@@ -740,12 +761,27 @@ func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID in
 	if _, err := storage.InsertEvent(tx, row); err != nil {
 		return 0, err
 	}
+	meta := r.remember(row)
 	if r.meta != nil {
-		meta := *row
-		meta.JSON = nil
-		r.meta[row.ID] = &meta
+		r.meta[row.ID] = meta
 	}
 	return row.NID, nil
+}
+
+// maxRows bounds a room's remembered event rows.
+const maxRows = 512
+
+// remember keeps (a copy without JSON of) an event's row, stored or read
+// in the write running, and returns the copy. Until the write commits
+// the row may yet be undone: whatever undoes it forgets every row.
+func (r *room) remember(row *storage.Event) *storage.Event {
+	if len(r.rows) >= maxRows || r.rows == nil {
+		r.rows = make(map[string]*storage.Event, maxRows)
+	}
+	meta := *row
+	meta.JSON = nil
+	r.rows[row.ID] = &meta
+	return &meta
 }
 
 // advance makes a stored event a forward extremity, recomputes the

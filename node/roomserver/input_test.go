@@ -385,3 +385,62 @@ func TestAuthVerdictsFollowTheAuthEvents(t *testing.T) {
 		t.Fatalf("a message its own auth events forbid: %+v", res[0])
 	}
 }
+
+// TestEventsSeenBeforeAreKnown: an event received again is known for what
+// it was (stored, or rejected), whether the room remembers its row from
+// storing it or reads it back after a restart; and a message built on
+// one the room stored is input without a refusal.
+func TestEventsSeenBeforeAreKnown(t *testing.T) {
+	ctx := context.Background()
+	keys := testnet.New()
+	a, b, room := publicRoom(t, keys)
+	bob, mallory := "@bob:b.test", "@mallory:b.test"
+
+	b.send(room, msg(bob, "first"))
+	first := b.outputsAsInput()
+	mustAccept(t, a.rs.Input(ctx, first))
+	b.send(room, msg(bob, "second")) // its prev event: the first
+	second := b.outputsAsInput()
+	mustAccept(t, a.rs.Input(ctx, second))
+	a.takeOutputs()
+
+	// Not a member: rejected by its auth events, and stored as rejected.
+	prev, depth := a.extremities(t, room)
+	st, _ := a.rs.CurrentState(ctx, room)
+	var auth []string
+	for _, e := range st {
+		if e.Type() == spec.MRoomCreate || e.Type() == spec.MRoomPowerLevels {
+			auth = append(auth, e.EventID())
+		}
+	}
+	intruder := b.build(t, room, msg(mallory, "hi"), prev, depth+1, auth, time.Now())
+	var rej *roomserver.RejectedError
+	if res := input(a, "b.test", intruder); !errors.As(res[0].Err, &rej) {
+		t.Fatalf("a non-member's message: %+v", res[0])
+	}
+
+	check := func(when string) {
+		t.Helper()
+		for _, in := range [][]roomserver.InputEvent{first, second} {
+			res := a.rs.Input(ctx, in)
+			if len(res) != 1 || res[0].Err != nil || res[0].SoftFailed {
+				t.Errorf("%s: a stored event received again: %+v", when, res)
+			}
+		}
+		if res := input(a, "b.test", intruder); !errors.As(res[0].Err, &rej) || rej.Reason != "previously rejected" {
+			t.Errorf("%s: a rejected event received again: %+v", when, res[0])
+		}
+		if outs := a.takeOutputs(); len(outs) != 0 {
+			t.Errorf("%s: events received again were emitted again: %d outputs", when, len(outs))
+		}
+	}
+	check("remembered")
+	a.reopen()
+	check("after a restart")
+
+	b.send(room, msg(bob, "third"))
+	mustAccept(t, a.rs.Input(ctx, b.outputsAsInput()))
+	if outs := a.takeOutputs(); len(outs) != 1 {
+		t.Errorf("a new message after all that: %d outputs, want 1", len(outs))
+	}
+}
