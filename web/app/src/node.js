@@ -112,12 +112,35 @@ export function request (method, url, headers = [], body = null) {
   })
 }
 
-/** nodeFetch is a fetch() for matrix-js-sdk's fetchFn, answered by the node worker. */
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/**
+ * nodeFetch is a fetch() for matrix-js-sdk's fetchFn, answered by the node
+ * worker. What the SDK sends (a URL string, a string body or none) goes
+ * without a Request: reading a Request's body back takes the browser a
+ * task or more, on every message sent.
+ */
 export async function nodeFetch (input, init = {}) {
-  const req = new Request(input, init)
-  const body = (req.method === 'GET' || req.method === 'HEAD') ? null : await req.arrayBuffer()
-  const signal = init.signal || req.signal
-  const call = request(req.method, req.url, [...req.headers], body)
+  let method, url, headers, body
+  if (typeof input === 'string' && (init.body == null || typeof init.body === 'string')) {
+    method = (init.method || 'GET').toUpperCase()
+    url = new URL(input, location.href).href
+    const h = new Headers(init.headers)
+    const hasBody = init.body != null && method !== 'GET' && method !== 'HEAD'
+    // What fetch() would send for a string body.
+    if (hasBody && !h.has('content-type')) h.set('content-type', 'text/plain;charset=UTF-8')
+    headers = [...h]
+    body = hasBody ? encoder.encode(init.body).buffer : null
+  } else {
+    const req = new Request(input, init)
+    method = req.method
+    url = req.url
+    headers = [...req.headers]
+    body = (method === 'GET' || method === 'HEAD') ? null : await req.arrayBuffer()
+  }
+  const signal = init.signal || (input instanceof Request ? input.signal : undefined)
+  const call = request(method, url, headers, body)
   const answer = signal
     ? await Promise.race([call, new Promise((resolve, reject) => {
       if (signal.aborted) reject(new DOMException('aborted', 'AbortError'))
@@ -125,7 +148,30 @@ export async function nodeFetch (input, init = {}) {
     })])
     : await call
   const nullBody = answer.status === 204 || answer.status === 304
-  return new Response(nullBody ? null : answer.body, { status: answer.status, headers: answer.headers })
+  return new NodeResponse(nullBody ? null : new Uint8Array(answer.body), { status: answer.status, headers: answer.headers })
+}
+
+/**
+ * NodeResponse is a Response whose text() and json() resolve from the
+ * bytes in hand, where a Response reads its body back in tasks of its
+ * own: that wait is on every /sync answer, between the node and the app.
+ */
+class NodeResponse extends Response {
+  #bytes
+  #read = false
+  constructor (bytes, init) {
+    super(bytes, init)
+    this.#bytes = bytes
+  }
+
+  text () {
+    if (!this.#bytes || this.bodyUsed) return super.text()
+    if (this.#read) return Promise.reject(new TypeError('body stream already read'))
+    this.#read = true
+    return Promise.resolve(decoder.decode(this.#bytes))
+  }
+
+  json () { return this.text().then(JSON.parse) }
 }
 
 /** status is the node's /_hearth/v1/status. */
