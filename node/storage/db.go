@@ -59,6 +59,7 @@ type DB struct {
 	walPages atomic.Int64
 	compact  []byte
 	recent   recentTxns
+	fedTxns  fedTxnsWaiting
 	// streamPos is the newest stream position committed (0: not read
 	// yet); only whoever commits touches it (see NextStreamPos).
 	streamPos int64
@@ -276,6 +277,7 @@ func Open(opts Options) (*DB, error) {
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
+		db.flushFedTxns()
 		db.wmu.Lock()
 		db.closed = true
 		db.wmu.Unlock()
@@ -448,6 +450,8 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 		return
 	}
+	// Records waiting for a commit go into this one (see PutFedTxn).
+	fedTxns := db.fedTxns.write(tx)
 	errs := make([]error, len(batch))
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
@@ -486,6 +490,7 @@ func (db *DB) commit(batch []*writeReq) {
 	}
 	db.streamPos = tx.streamPos
 	db.recent.publish(tx.txns, tx.firstEvent, tx.lastEvent)
+	db.fedTxns.done(fedTxns)
 	for i, req := range batch {
 		req.err <- errs[i]
 	}

@@ -1,10 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 )
 
 // Federation's tables: persistent per-destination queues of PDUs (event
@@ -314,18 +318,112 @@ func (db *DB) ForwardMarked(ctx context.Context, eventID string) (bool, error) {
 // FedTxnResponse returns the answer given to a transaction from origin,
 // or ErrNotFound if it was never processed.
 func (db *DB) FedTxnResponse(ctx context.Context, origin, txnID string) ([]byte, error) {
+	if b, ok := db.fedTxns.get(origin, txnID); ok {
+		return b, nil
+	}
 	var b []byte
 	err := db.QueryRow(ctx, `SELECT response FROM fed_txns WHERE origin = ? AND txn_id = ?`, origin, txnID).Scan(&b)
 	return b, notFound(err)
 }
 
-// PutFedTxn records the answer to a processed transaction.
+// PutFedTxn records the answer to a processed transaction. The record
+// goes into the next commit, whatever it is (most often the next
+// transaction's events'), or into one of its own within fedTxnDelay: a
+// commit of its own for every transaction received cost a received
+// message a second commit (a millisecond in the browser). A crash may
+// lose a record not yet written, and then a retry is processed again,
+// which changes nothing: events already stored are known as such, a
+// to-device message is stored once by its message_id, and typing,
+// receipts and presence say again what they said.
 func (db *DB) PutFedTxn(ctx context.Context, origin, txnID string, ts int64, response []byte) error {
-	return db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO fed_txns (origin, txn_id, ts, response) VALUES (?, ?, ?, ?)
-			ON CONFLICT DO UPDATE SET ts = excluded.ts, response = excluded.response`, origin, txnID, ts, response)
-		return err
-	})
+	if db.fedTxns.put(fedTxn{origin: origin, txnID: txnID, ts: ts, response: response}) {
+		time.AfterFunc(fedTxnDelay, db.flushFedTxns)
+	}
+	return nil
+}
+
+// fedTxnDelay bounds how long a transaction's record waits for a commit.
+const fedTxnDelay = time.Second
+
+// flushFedTxns commits the records waiting, if any.
+func (db *DB) flushFedTxns() {
+	if db.fedTxns.waiting() {
+		db.Write(context.Background(), func(*Tx) error { return nil }) // commit writes them
+	}
+}
+
+type fedTxn struct {
+	origin, txnID string
+	ts            int64
+	response      []byte
+}
+
+// fedTxnsWaiting are the transaction records not yet written. A record
+// stays until the commit that writes it succeeds, so a lookup always
+// finds it, here or in the table.
+type fedTxnsWaiting struct {
+	mu sync.Mutex
+	m  map[[2]string]fedTxn
+}
+
+// put adds a record and reports whether it is the first one waiting.
+func (w *fedTxnsWaiting) put(t fedTxn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[[2]string]fedTxn{}
+	}
+	w.m[[2]string{t.origin, t.txnID}] = t
+	return len(w.m) == 1
+}
+
+func (w *fedTxnsWaiting) get(origin, txnID string) ([]byte, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.m[[2]string{origin, txnID}]
+	return t.response, ok
+}
+
+func (w *fedTxnsWaiting) waiting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m) > 0
+}
+
+// write inserts the records waiting and returns them, for done once
+// the commit succeeds. A record that cannot be written is dropped: it
+// would only spare a retry its processing.
+func (w *fedTxnsWaiting) write(tx *Tx) []fedTxn {
+	w.mu.Lock()
+	if len(w.m) == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	ts := make([]fedTxn, 0, len(w.m))
+	for _, t := range w.m {
+		ts = append(ts, t)
+	}
+	w.mu.Unlock()
+	for _, t := range ts {
+		if _, err := tx.Exec(`INSERT INTO fed_txns (origin, txn_id, ts, response) VALUES (?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET ts = excluded.ts, response = excluded.response`, t.origin, t.txnID, t.ts, t.response); err != nil {
+			slog.Warn("storage: dropping a transaction record", "origin", t.origin, "txn", t.txnID, "err", err)
+			w.done([]fedTxn{t})
+		}
+	}
+	return ts
+}
+
+// done forgets the records a commit wrote (those not put again since).
+func (w *fedTxnsWaiting) done(ts []fedTxn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, t := range ts {
+		k := [2]string{t.origin, t.txnID}
+		if cur, ok := w.m[k]; ok && cur.ts == t.ts && bytes.Equal(cur.response, t.response) {
+			delete(w.m, k)
+		}
+	}
 }
 
 // PruneFedTxns forgets transactions received before ts.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // openFederation opens a new database with the federation's tables.
@@ -90,5 +91,89 @@ func TestRequeuedPDUsGoFirstUnderFreshSeqs(t *testing.T) {
 	}
 	if pos, err := db.FedCursor(ctx); err != nil || pos != 7 {
 		t.Fatalf("cursor %d (%v): requeueing moved it", pos, err)
+	}
+}
+
+// TestFedTxnRecordsRideTheNextCommit: a transaction's record is found at
+// once, is written by the next commit (whatever it writes), by a commit
+// of its own when none comes, or when the database closes.
+func TestFedTxnRecordsRideTheNextCommit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "h.db")
+	open := func() *DB {
+		db, err := Open(Options{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := errors.Join(db.MigrateRooms(), db.MigrateFederation()); err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open()
+	stored := func(txnID string) bool {
+		t.Helper()
+		var n int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM fed_txns WHERE origin = 'b.test' AND txn_id = ?`, txnID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	answer := func(txnID string) string {
+		t.Helper()
+		b, err := db.FedTxnResponse(ctx, "b.test", txnID)
+		if err != nil {
+			t.Fatalf("%s: %v", txnID, err)
+		}
+		return string(b)
+	}
+
+	if err := db.PutFedTxn(ctx, "b.test", "t1", 1, []byte(`{"pdus":{"$1":{}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if stored("t1") {
+		t.Fatal("t1 took a commit of its own at once")
+	}
+	if got := answer("t1"); got != `{"pdus":{"$1":{}}}` {
+		t.Fatalf("t1 before any commit: %s", got)
+	}
+	// Any commit writes it.
+	if err := db.Write(ctx, func(tx *Tx) error {
+		_, err := InsertRoom(tx, "!r:a", "11")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !stored("t1") || answer("t1") != `{"pdus":{"$1":{}}}` {
+		t.Fatal("t1 not written by the next commit")
+	}
+	// A commit that fails does not lose it.
+	db.PutFedTxn(ctx, "b.test", "t2", 2, []byte(`{"pdus":{}}`))
+	if err := db.Write(ctx, func(tx *Tx) error { return errors.New("refused") }); err == nil {
+		t.Fatal("a failing write succeeded")
+	}
+	if stored("t2") || answer("t2") != `{"pdus":{}}` {
+		t.Fatal("t2 after a failed commit: written, or forgotten")
+	}
+	// With no other commit, it is written within fedTxnDelay.
+	deadline := time.Now().Add(fedTxnDelay + 5*time.Second)
+	for !stored("t2") {
+		if time.Now().After(deadline) {
+			t.Fatal("t2 never written")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Closing writes what waits.
+	db.PutFedTxn(ctx, "b.test", "t3", 3, []byte(`{"pdus":{"$3":{}}}`))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open()
+	defer db.Close()
+	if !stored("t3") || answer("t3") != `{"pdus":{"$3":{}}}` || answer("t1") != `{"pdus":{"$1":{}}}` {
+		t.Fatal("records lost across a restart")
+	}
+	if _, err := db.FedTxnResponse(ctx, "b.test", "t9"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an unknown transaction: %v", err)
 	}
 }
