@@ -52,6 +52,7 @@ type Config struct {
 	Transport http.RoundTripper
 	// RemotePeer names the server an inbound federation request's
 	// connection is authenticated as (libp2p knows; nil: nobody does).
+	// Federation takes that server's X-Matrix signature as read.
 	RemotePeer func(*http.Request) (serverName string, ok bool)
 	Logger     *slog.Logger
 }

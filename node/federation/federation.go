@@ -40,8 +40,10 @@ type Config struct {
 	// Verifier checks other servers' signatures (events and X-Matrix).
 	Verifier gomatrixserverlib.JSONVerifier
 	// RemotePeer names the server an inbound request's connection is
-	// authenticated as. nil, or ok == false: the transport says nothing,
-	// and the X-Matrix signature alone identifies the origin.
+	// authenticated as, and must come from that authentication alone:
+	// that server's own X-Matrix signature is then not checked again
+	// (see peerVouched). nil, or ok == false: the transport says
+	// nothing, and the X-Matrix signature alone identifies the origin.
 	RemotePeer func(*http.Request) (serverName string, ok bool)
 	// OnEDU receives the EDUs other servers send (typing, receipts,
 	// presence, to-device messages, device list updates). It must not
