@@ -525,11 +525,11 @@ func (r *room) input(tx *storage.Tx, re *remoteEvent) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	nid, err := r.insertAt(tx, ev, before.nid, false, pos)
+	row, err := r.insertAt(tx, ev, before.nid, false, pos)
 	if err != nil {
 		return nil, err
 	}
-	return r.advance(tx, ev, nid, pos, before)
+	return r.advance(tx, ev, row.NID, pos, before)
 }
 
 // prefetchMeta loads, in one query, the rows of every event a batch of
@@ -541,10 +541,15 @@ func (r *room) prefetchMeta(tx *storage.Tx, evs []*remoteEvent) error {
 	// a thousand times.
 	r.meta = make(map[string]*storage.Event, len(evs)*2)
 	var ids []string
+	// Rows remembered need no query: a live message leaves only itself.
 	add := func(list ...string) {
 		for _, id := range list {
-			if _, ok := r.meta[id]; !ok {
-				r.meta[id] = nil // known missing, unless the query finds it
+			if _, ok := r.meta[id]; ok {
+				continue
+			}
+			row := r.rows[id]
+			r.meta[id] = row // nil: known missing, unless the query finds it
+			if row == nil {
 				ids = append(ids, id)
 			}
 		}
@@ -558,28 +563,7 @@ func (r *room) prefetchMeta(tx *storage.Tx, evs []*remoteEvent) error {
 	if c := r.createEventID(); c != "" {
 		add(c)
 	}
-	// Rows remembered need no query: a live message leaves only itself.
-	ids = slices.DeleteFunc(ids, func(id string) bool {
-		row := r.rows[id]
-		if row != nil {
-			r.meta[id] = row
-		}
-		return row != nil
-	})
-	var rows []*storage.Event
-	var err error
-	switch len(ids) {
-	case 0:
-	case 1:
-		var row *storage.Event
-		if row, err = storage.EventMetaByIDTx(tx, ids[0]); err == nil {
-			rows = append(rows, row)
-		} else if errors.Is(err, storage.ErrNotFound) {
-			err = nil
-		}
-	default:
-		rows, err = storage.EventMetasByIDTx(tx, ids)
-	}
+	rows, err := storage.EventMetasByIDTx(tx, ids)
 	if err != nil {
 		r.meta = nil
 		return err
@@ -719,10 +703,11 @@ func (r *room) storeBackfilled(tx *storage.Tx, ev gomatrixserverlib.PDU, old *st
 			m.SnapshotNID, m.StreamPos = snapshotNID, pos
 		}
 	} else {
-		var err error
-		if nid, err = r.insertAt(tx, ev, snapshotNID, false, pos); err != nil {
+		row, err := r.insertAt(tx, ev, snapshotNID, false, pos)
+		if err != nil {
 			return err
 		}
+		nid = row.NID
 	}
 	r.history = append(r.history, storage.HistoryRow{Pos: pos, EventNID: nid})
 	return nil
@@ -739,19 +724,24 @@ func (r *room) storeRejected(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotN
 
 // insert writes an event row (not the stream, not the state).
 func (r *room) insert(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool) (int64, error) {
-	return r.insertAt(tx, ev, snapshotNID, rejected, 0)
-}
-
-// insertAt writes an event row with its stream position already known.
-func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool, pos int64) (int64, error) {
-	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
+	row, err := r.insertAt(tx, ev, snapshotNID, rejected, 0)
 	if err != nil {
 		return 0, err
+	}
+	return row.NID, nil
+}
+
+// insertAt writes an event row with its stream position already known,
+// and returns it as remembered (without JSON).
+func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID int64, rejected bool, pos int64) (*storage.Event, error) {
+	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
+	if err != nil {
+		return nil, err
 	}
 	var keyNID int64
 	if sk := ev.StateKey(); sk != nil {
 		if keyNID, err = r.rs.nids.keyNID(tx, r.pending, *sk); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	row := &storage.Event{
@@ -759,13 +749,13 @@ func (r *room) insertAt(tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotNID in
 		SnapshotNID: snapshotNID, Rejected: rejected, StreamPos: pos, Redacted: ev.Redacted(), JSON: ev.JSON(),
 	}
 	if _, err := storage.InsertEvent(tx, row); err != nil {
-		return 0, err
+		return nil, err
 	}
 	meta := r.remember(row)
 	if r.meta != nil {
 		r.meta[row.ID] = meta
 	}
-	return row.NID, nil
+	return meta, nil
 }
 
 // maxRows bounds a room's remembered event rows.

@@ -28,12 +28,8 @@ import (
 // TestRedactAgreesWithGomatrixserverlib and FuzzRedact hold the two to
 // the same canonical bytes.
 func RedactCanonical(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (redacted []byte, isCanonical bool, err error) {
-	if out, ok := redactByShape(verImpl, canonical); ok {
-		return out, true, nil
-	}
-	if v := gjson.ParseBytes(canonical); gjson.ValidBytes(canonical) && !v.IsObject() {
-		// gomatrixserverlib refuses these, but panics on null.
-		return nil, false, errors.New("event is not a JSON object")
+	if out, ok, err := redactByShape(verImpl, canonical); ok || err != nil {
+		return out, ok, err
 	}
 	redacted, err = verImpl.RedactEventJSON(canonical)
 	return redacted, false, err
@@ -58,10 +54,14 @@ var redactShapes = struct {
 
 const maxRedactShapes = 512
 
+// errNotObject refuses valid JSON that is no object, which
+// gomatrixserverlib refuses too, but panics on when it is null.
+var errNotObject = errors.New("event is not a JSON object")
+
 // redactByShape redacts a canonical event by its shape, or says it
-// cannot (ok false): too many keys, a key given twice, content that is
-// no object, or a redaction that keeps some content.
-func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (out []byte, ok bool) {
+// cannot (ok false): invalid JSON, too many keys, a key given twice,
+// content that is no object, or a redaction that keeps some content.
+func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (out []byte, ok bool, err error) {
 	var keys [maxPlainKeys]gjson.Result
 	var vals [maxPlainKeys]gjson.Result
 	n, content := 0, -1
@@ -69,11 +69,11 @@ func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (ou
 	// Invalid JSON is refused by gomatrixserverlib, which reads it all.
 	// (Its CanonicalJSON can make some: it unescapes quotes in keys.)
 	if !gjson.ValidBytes(canonical) {
-		return nil, false
+		return nil, false, nil
 	}
 	root := gjson.ParseBytes(canonical)
 	if !root.IsObject() {
-		return nil, false
+		return nil, false, errNotObject
 	}
 	root.ForEach(func(k, v gjson.Result) bool {
 		if n == maxPlainKeys {
@@ -94,7 +94,7 @@ func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (ou
 		return true
 	})
 	if !fits || content < 0 || !vals[content].IsObject() {
-		return nil, false
+		return nil, false, nil
 	}
 	// The skeleton: every key, the type as it is, the content's keys.
 	skel := make([]byte, 0, 256)
@@ -141,7 +141,7 @@ func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (ou
 		redactShapes.Unlock()
 	}
 	if !shape.fast {
-		return nil, false
+		return nil, false, nil
 	}
 	out = make([]byte, 1, len(canonical))
 	out[0] = '{'
@@ -154,7 +154,7 @@ func redactByShape(verImpl gomatrixserverlib.IRoomVersion, canonical []byte) (ou
 			out = appendMember(out, k.Raw, vals[i].Raw)
 		}
 	}
-	return append(out, '}'), true
+	return append(out, '}'), true, nil
 }
 
 // appendMember appends "key":value (both raw JSON) to obj, an object

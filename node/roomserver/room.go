@@ -863,28 +863,15 @@ func (r *room) builder(ne NewEvent, prev []string, depth int64) (*gomatrixserver
 // timeline: its row, the state it changes, its stream position, and the
 // room's new extremity.
 func (r *room) store(tx *storage.Tx, ev gomatrixserverlib.PDU) (Output, error) {
-	typeNID, err := r.rs.nids.typeNID(tx, r.pending, ev.Type())
-	if err != nil {
-		return Output{}, err
-	}
-	var keyNID int64
-	if sk := ev.StateKey(); sk != nil {
-		if keyNID, err = r.rs.nids.keyNID(tx, r.pending, *sk); err != nil {
-			return Output{}, err
-		}
-	}
 	pos, err := storage.NextStreamPos(tx)
 	if err != nil {
 		return Output{}, err
 	}
-	row := &storage.Event{
-		RoomNID: r.row.NID, ID: ev.EventID(), TypeNID: typeNID, KeyNID: keyNID,
-		Depth: ev.Depth(), SnapshotNID: r.st.snapshot, StreamPos: pos, JSON: ev.JSON(),
-	}
-	if _, err := storage.InsertEvent(tx, row); err != nil {
+	row, err := r.insertAt(tx, ev, r.st.snapshot, false, pos)
+	if err != nil {
 		return Output{}, err
 	}
-	r.remember(row)
+	typeNID, keyNID := row.TypeNID, row.KeyNID
 	out := Output{RoomID: r.row.ID, Event: ev, RoomNID: r.row.NID, EventNID: row.NID, Pos: pos}
 	var adds, removes []int64
 	var set, del []storage.StateEntry
